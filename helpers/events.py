@@ -1,0 +1,198 @@
+"""Events recorded in the main process and in DataLoader workers, the log that carries them, and
+the :class:`Trace` that a finished run is read back as.
+
+Every process appends fixed-size records to memory-mapped files of its own inside one temporary
+directory. A write is one ``struct.pack_into`` into shared memory: no lock, no pipe, no feeder
+thread, and the record is visible to the main process the moment it is written, so the events of
+a worker that crashes or is killed are kept. The main process reads every file back at the end.
+Timestamps come from ``time.perf_counter_ns``, a system-wide monotonic clock on Linux, macOS and
+Windows, so times taken in different processes can be compared.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch.utils.data
+
+__all__ = ["Event", "EventLog", "Kind", "Trace"]
+
+
+class Kind(enum.IntEnum):
+    """What happened. Instant events have ``start == end``."""
+
+    LOADER_CREATED = 1  #: main: ``DataLoader(...)`` ran from start to end
+    ITER_CALLED = 2  #: main: ``iter(loader)`` ran from start to end; t = 0 is its start
+    BATCH_REQUESTED = 3  #: main: batch ``index`` was handed out to be loaded
+    WORKER_STARTED = 4  #: worker: first Python code of ours in the worker process
+    ITEM_LOADED = 5  #: ``dataset[index]`` ran from start to end
+    ITEM_FAILED = 6  #: ``dataset[index]`` raised
+    COLLATED = 7  #: ``collate_fn`` built batch ``index``
+    BATCH_RECEIVED = 8  #: main: the loop asked for the next batch (start) and got batch ``index`` (end)
+    WORKER_EXITED = 9  #: worker: the process is exiting normally
+    ITER_CLOSED = 10  #: main: the iterator and its workers were shut down
+
+
+class Event(NamedTuple):
+    """One event, with times in seconds since ``iter()`` was called."""
+
+    pid: int
+    worker_id: int  #: -1 in the main process
+    kind: Kind
+    start: float
+    end: float
+    index: int  #: dataset index for items, batch number for batches, -1 otherwise
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+_RECORD = struct.Struct("<qqqiii4x")
+_DTYPE = np.dtype(
+    [("start", "<i8"), ("end", "<i8"), ("index", "<i8"), ("pid", "<i4"), ("worker_id", "<i4"), ("kind", "<i4"), ("pad", "<i4")]
+)
+_CHUNK_RECORDS = 4096
+_CHUNK_BYTES = _CHUNK_RECORDS * _RECORD.size
+assert _DTYPE.itemsize == _RECORD.size
+
+
+class _Writer:
+    """Appends records to this process's memory-mapped chunk files."""
+
+    def __init__(self, directory: str) -> None:
+        self.pid = os.getpid()
+        info = torch.utils.data.get_worker_info()
+        self.worker_id = info.id if info is not None else -1
+        self.current_batch = -1  # the batch this process is loading, for the collate event
+        self._directory = directory
+        self._map: mmap.mmap | None = None
+        self._offset = _CHUNK_BYTES
+
+    def record(self, kind: Kind, start: int, end: int, index: int = -1) -> None:
+        if self._offset == _CHUNK_BYTES:
+            self._next_chunk()
+        _RECORD.pack_into(self._map, self._offset, start, end, index, self.pid, self.worker_id, kind)
+        self._offset += _RECORD.size
+
+    def _next_chunk(self) -> None:
+        self.close()
+        fd, _ = tempfile.mkstemp(dir=self._directory, prefix=f"{self.pid}-", suffix=".events")
+        try:
+            os.ftruncate(fd, _CHUNK_BYTES)
+            self._map = mmap.mmap(fd, _CHUNK_BYTES)
+        finally:
+            os.close(fd)
+        self._offset = 0
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+class EventLog:
+    """A directory of per-process event files, shared by a main process and its workers.
+
+    It pickles as its path, so it travels to ``spawn`` and ``forkserver`` workers inside the
+    traced dataset; a ``fork`` child notices it has a new PID and opens files of its own.
+    """
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="dataloader-trace-")
+        self._writer: _Writer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.directory = state["directory"]
+        self._writer = None
+
+    def writer(self) -> _Writer:
+        """The writer for the calling process (hot paths fetch it once per batch)."""
+        writer = self._writer
+        if writer is None or writer.pid != os.getpid():
+            writer = self._writer = _Writer(self.directory)
+        return writer
+
+    def record(self, kind: Kind, start: int, end: int | None = None, index: int = -1) -> None:
+        """Record an event; ``end`` defaults to ``start`` (an instant)."""
+        self.writer().record(kind, start, start if end is None else end, index)
+
+    def read(self) -> np.ndarray:
+        """Every record written so far by any process, ordered by start time."""
+        chunks = [np.fromfile(path, dtype=_DTYPE) for path in sorted(Path(self.directory).glob("*.events"))]
+        records = np.concatenate(chunks) if chunks else np.empty(0, dtype=_DTYPE)
+        records = records[records["kind"] != 0]
+        return records[np.argsort(records["start"], kind="stable")]
+
+    def close(self) -> None:
+        """Close this process's files and delete the directory."""
+        if self._writer is not None and self._writer.pid == os.getpid():
+            self._writer.close()
+        self._writer = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one traced run recorded, with times in seconds since the first ``iter()``."""
+
+    events: tuple[Event, ...]
+    main_pid: int
+    start_method: str | None  #: ``None`` when ``num_workers == 0``
+    settings: dict[str, Any] = field(default_factory=dict)
+    processes_after_construction: tuple[int, ...] = ()  #: new child processes right after ``DataLoader()``
+    leftover_processes: tuple[int, ...] = ()  #: new child processes still alive after the run
+    error: BaseException | None = None  #: what ended the loop early, if anything did
+
+    @classmethod
+    def from_records(cls, records: np.ndarray, **fields: Any) -> Trace:
+        iters = records["start"][records["kind"] == Kind.ITER_CALLED]
+        t0 = int(iters[0]) if len(iters) else (int(records["start"][0]) if len(records) else 0)
+        events = tuple(
+            Event(int(r["pid"]), int(r["worker_id"]), Kind(int(r["kind"])), (int(r["start"]) - t0) / 1e9, (int(r["end"]) - t0) / 1e9, int(r["index"]))
+            for r in records
+        )
+        return cls(events=events, **fields)
+
+    def of(self, *kinds: Kind) -> list[Event]:
+        """The events of the given kinds, in time order."""
+        return [e for e in self.events if e.kind in kinds]
+
+    def first(self, kind: Kind) -> Event | None:
+        """The earliest event of ``kind``, or ``None``."""
+        return next((e for e in self.events if e.kind == kind), None)
+
+    @property
+    def worker_pids(self) -> dict[int, int]:
+        """PID -> worker id of every worker process that recorded anything."""
+        return {e.pid: e.worker_id for e in self.events if e.worker_id >= 0}
+
+    @property
+    def batches_received(self) -> int:
+        return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)
+
+    def summary(self) -> str:
+        """A few lines that describe the run in words."""
+        counts = {kind.name.lower(): len(self.of(kind)) for kind in Kind if self.of(kind)}
+        lines = [
+            f"start method: {self.start_method or 'none (num_workers=0)'}; main pid {self.main_pid}; "
+            f"worker processes: {len(self.worker_pids)}",
+            "events: " + ", ".join(f"{name} {n}" for name, n in counts.items()),
+        ]
+        last = max((e.end for e in self.events), default=0.0)
+        lines.append(f"last event at t = {last:.3f} s after iter()")
+        if self.error is not None:
+            lines.append(f"ended by {type(self.error).__name__}: {self.error}")
+        return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Facts about this machine and its processes: start methods, CPU quota, ``/dev/shm``, and the
+child processes a run leaves behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+__all__ = ["cpu_quota", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
+
+# Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
+_SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
+
+
+def _is_service(process: psutil.Process) -> bool:
+    try:
+        command = " ".join(process.cmdline()) or process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return any(name in command for name in _SERVICES)
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """PIDs of all processes below ``pid`` (default: this one), however deep: under forkserver the
+    workers are children of the fork server. The fork server and resource tracker themselves are
+    left out: they are started once and kept on purpose."""
+    root = psutil.Process(pid)
+    found = set()
+    for child in root.children(recursive=True):
+        try:
+            if child.ppid() == root.pid and _is_service(child):
+                continue
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def wait_until_gone(pids: Iterable[int], timeout: float = 10.0) -> tuple[int, ...]:
+    """Wait up to ``timeout`` seconds for the processes to end; return those still running."""
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return tuple(sorted(p.pid for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE))
+
+
+def cpu_quota() -> float | None:
+    """CPUs this process may use according to its cgroup (Binder: 1.0), or ``None`` if unlimited."""
+    if os.environ.get("CPU_LIMIT"):
+        return float(os.environ["CPU_LIMIT"])
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    v1_quota, v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    try:
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+        elif v1_quota.exists():
+            quota, period = v1_quota.read_text().strip(), v1_period.read_text().strip()
+        else:
+            return None
+    except (OSError, ValueError):
+        return None
+    if quota in ("max", "-1"):
+        return None
+    return int(quota) / int(period)
+
+
+def shm_bytes() -> int | None:
+    """Size of ``/dev/shm``, where worker tensors travel on Linux (``None`` where there is none)."""
+    try:
+        return shutil.disk_usage("/dev/shm").total
+    except OSError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What this kernel runs on, as the notebooks report it."""
+    shm = shm_bytes()
+    quota = cpu_quota()
+    return {
+        "platform": f"{platform.system()} {platform.machine()}",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "default start method": multiprocessing.get_context().get_start_method(),
+        "available start methods": ", ".join(multiprocessing.get_all_start_methods()),
+        "os.cpu_count()": os.cpu_count(),
+        "CPUs usable (affinity)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "CPU quota (cgroup)": "no limit" if quota is None else f"{quota:g} CPUs",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "/dev/shm": "none" if shm is None else f"{shm / 2**20:.0f} MiB",
+        "torch sharing strategy": torch.multiprocessing.get_sharing_strategy(),
+    }
