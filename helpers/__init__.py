@@ -6,12 +6,14 @@ from .events import Event, Kind, Trace
 from .experiment import TracedLoader, check_settings, run_experiment, trace_loader
 from .plotting import plot_swimlanes
 from .system import descendants, machine_info
+from .widgets import SwimlanePanel
 
 __all__ = [
     "ArrayDataset",
     "Event",
     "Kind",
     "SleepDataset",
+    "SwimlanePanel",
     "Trace",
     "TracedLoader",
     "check_settings",

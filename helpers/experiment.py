@@ -38,16 +38,15 @@ class _Discard:
 
 
 def _defined_interactively(obj: object) -> bool:
-    """True for a class or function from a notebook or REPL ``__main__``: spawned workers re-run
-    the main *script* to find ``__main__`` objects, and a notebook has no such script."""
+    """True for a class or function of ``__main__`` that is not in the main script's file (a
+    notebook cell, a REPL): spawned workers re-run the main *script* to find ``__main__``
+    objects, so they cannot find these."""
     target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
     if getattr(target, "__module__", None) != "__main__":
         return False
+    functions = [target] if inspect.isfunction(target) else [f for f in vars(target).values() if inspect.isfunction(f)]
+    source = functions[0].__code__.co_filename if functions else None
     main_file = getattr(sys.modules["__main__"], "__file__", None)
-    try:
-        source = inspect.getsourcefile(target)  # type: ignore[arg-type]
-    except TypeError:
-        source = None
     return main_file is None or source is None or os.path.realpath(source) != os.path.realpath(main_file)
 
 

@@ -1,0 +1,129 @@
+"""Sliders that re-run a real traced DataLoader and redraw its swimlanes."""
+
+from __future__ import annotations
+
+import html
+import multiprocessing
+import threading
+from typing import Any
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+from torch.utils.data import Dataset
+
+from .events import Trace
+from .experiment import run_experiment
+from .plotting import figure_png, plot_swimlanes
+
+__all__ = ["SwimlanePanel"]
+
+
+class SwimlanePanel:
+    """Controls for ``num_workers``, ``batch_size``, ``prefetch_factor`` and the start method above
+    a swimlane chart. Each change runs a new experiment on ``dataset`` and redraws the chart.
+
+    Changes that arrive while an experiment runs are merged: when it ends, only the latest setting
+    is run and drawn, so at most one experiment (and its workers) exists at a time. The first
+    chart is drawn before the constructor returns. ``fixed`` settings (``shuffle``,
+    ``max_batches``, ``epochs``, ...) go to :func:`~helpers.experiment.run_experiment` unchanged.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        num_workers: int = 2,
+        batch_size: int = 2,
+        prefetch_factor: int = 2,
+        start_method: str | None = None,
+        max_workers: int = 8,
+        **fixed: Any,
+    ) -> None:
+        self.dataset = dataset
+        self.fixed = fixed
+        style = {"description_width": "initial"}
+        layout = widgets.Layout(width="320px")
+        self.num_workers = widgets.IntSlider(num_workers, min=0, max=max_workers, description="num_workers", style=style, layout=layout)
+        self.batch_size = widgets.IntSlider(batch_size, min=1, max=8, description="batch_size", style=style, layout=layout)
+        self.prefetch_factor = widgets.IntSlider(prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout)
+        methods = multiprocessing.get_all_start_methods()
+        self.start_method = widgets.Dropdown(
+            options=methods, value=start_method or multiprocessing.get_context().get_start_method(),
+            description="start method", style=style, layout=widgets.Layout(width="260px"),
+        )
+        self.status = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
+        controls = [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
+        self.widget = widgets.VBox([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image])
+
+        self.trace: Trace | None = None  #: the trace of the chart on show
+        self.figure: Figure | None = None  #: the chart on show
+        self.experiments_run = 0
+        self.charts_drawn = 0
+        self._wanted: dict[str, Any] | None = None
+        self._busy = False
+        self._changed = threading.Condition()
+
+        self._show(self.settings())
+        for control in controls:
+            control.observe(self._on_change, names="value")
+
+    def settings(self) -> dict[str, Any]:
+        """The loader settings the controls show now."""
+        workers = self.num_workers.value
+        self.prefetch_factor.disabled = workers == 0
+        return {
+            "num_workers": workers,
+            "batch_size": self.batch_size.value,
+            "prefetch_factor": self.prefetch_factor.value if workers else None,
+            "start_method": self.start_method.value if workers else None,
+            **self.fixed,
+        }
+
+    def _on_change(self, _change: Any = None) -> None:
+        with self._changed:
+            self._wanted = self.settings()
+            if self._busy:
+                return
+            self._busy = True
+        threading.Thread(target=self._run_latest, name="swimlane-panel", daemon=True).start()
+
+    def _run_latest(self) -> None:
+        while True:
+            with self._changed:
+                settings, self._wanted = self._wanted, None
+                if settings is None:
+                    self._busy = False
+                    self._changed.notify_all()
+                    return
+            self._show(settings)
+
+    def _show(self, settings: dict[str, Any]) -> None:
+        self.status.value = "<i>running a DataLoader with these settings…</i>"
+        try:
+            trace = run_experiment(self.dataset, raise_errors=False, **settings)
+        except Exception as exc:  # a bad setting: say so and keep the panel usable
+            self.status.value = f"<b>Could not run:</b> {html.escape(str(exc))}"
+            return
+        finally:
+            self.experiments_run += 1
+        with self._changed:
+            if self._wanted is not None:
+                return  # a newer setting is waiting: don't draw this one
+        figure = plot_swimlanes(trace)
+        self.image.value = figure_png(figure)
+        self.trace, self.figure = trace, figure
+        self.charts_drawn += 1
+        last = max((e.end for e in trace.events), default=0.0)
+        message = f"{trace.batches_received} batches received; last event {last:.2f} s after iter()"
+        if trace.error is not None:
+            message += f" — <b>{html.escape(type(trace.error).__name__)}</b>: {html.escape(str(trace.error).splitlines()[0])}"
+        self.status.value = message
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._busy, timeout)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)

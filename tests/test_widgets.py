@@ -1,0 +1,50 @@
+"""Moving a control re-runs a real experiment and redraws the chart for the new setting."""
+
+from helpers import SleepDataset, SwimlanePanel
+from helpers.plotting import lanes
+
+
+def _lane_labels(panel: SwimlanePanel) -> list[str]:
+    return [t.get_text() for t in panel.figure.axes[0].get_yticklabels()]
+
+
+def test_slider_change_redraws_for_the_new_setting() -> None:
+    panel = SwimlanePanel(SleepDataset(8, delay=0.005), num_workers=1, batch_size=2, start_method="fork")
+    first_image = panel.image.value
+    assert len(lanes(panel.trace)) == 2 and panel.charts_drawn == 1
+
+    panel.num_workers.value = 3
+    assert panel.wait(timeout=60)
+    assert panel.trace.settings["num_workers"] == 3
+    assert len(lanes(panel.trace)) == 4
+    assert [label.split("\n")[0] for label in _lane_labels(panel)] == ["main", "worker 0", "worker 1", "worker 2"]
+    assert panel.image.value != first_image and panel.charts_drawn == 2
+
+    panel.batch_size.value = 4
+    assert panel.wait(timeout=60)
+    assert panel.trace.settings["batch_size"] == 4 and panel.trace.batches_received == 2
+
+
+def test_rapid_changes_draw_only_the_last_setting() -> None:
+    panel = SwimlanePanel(SleepDataset(6, delay=0.0), num_workers=1, batch_size=2, start_method="fork")
+    with panel._changed:  # hold the panel's lock so all twenty changes arrive before any runs
+        for value in list(range(1, 9)) * 2 + [1, 2, 3, 2]:
+            panel.num_workers.value = value
+    assert panel.wait(timeout=60)
+    assert panel.trace.settings["num_workers"] == 2
+    assert panel.experiments_run == 2 and panel.charts_drawn == 2
+    assert panel.trace.leftover_processes == ()
+
+
+def test_a_failing_setting_leaves_the_panel_usable() -> None:
+    panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=1, batch_size=2, start_method="fork", max_batches=0)
+    assert "Could not run" in panel.status.value and "max_batches" in panel.status.value
+    panel.fixed["max_batches"] = 1
+    panel.num_workers.value = 2
+    assert panel.wait(timeout=60)
+    assert panel.trace.batches_received == 1
+
+
+def test_no_start_method_without_workers() -> None:
+    panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=0, batch_size=2)
+    assert panel.trace.start_method is None and panel.prefetch_factor.disabled
