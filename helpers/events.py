@@ -183,6 +183,22 @@ class Trace:
     def batches_received(self) -> int:
         return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)
 
+    def log_lines(self, kinds: tuple[Kind, ...] = (Kind.WORKER_STARTED, Kind.ITEM_LOADED, Kind.ITEM_FAILED,
+                                                   Kind.COLLATED, Kind.BATCH_RECEIVED)) -> str:
+        """The events as lines of text in time order, like prints with exact times and PIDs."""
+        lines = []
+        for e in sorted(self.of(*kinds), key=lambda e: e.end):
+            who = "main" if e.worker_id < 0 else f"worker {e.worker_id}"
+            what = {
+                Kind.WORKER_STARTED: "process started",
+                Kind.ITEM_LOADED: f"loaded item {e.index}",
+                Kind.ITEM_FAILED: f"failed to load item {e.index}",
+                Kind.COLLATED: f"collated batch {e.index}",
+                Kind.BATCH_RECEIVED: f"received batch {e.index}",
+            }.get(e.kind, f"{e.kind.name.lower()} {e.index}")
+            lines.append(f"t = {e.end:6.3f} s  {who:>8} (pid {e.pid}): {what}")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         """A few lines that describe the run in words."""
         counts = {kind.name.lower(): len(self.of(kind)) for kind in Kind if self.of(kind)}
