@@ -23,7 +23,7 @@ $(LAB_SETTINGS): binder/overrides.json | $(BIN)/python
 	mkdir -p $(dir $@) && cp $< $@
 
 lab: $(VENV)/.lab-installed $(LAB_SETTINGS)
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/00_start_here.ipynb
 
 # Browser tests drive Debian's Chromium; install it where we may, else they skip and say why.
 chromium:

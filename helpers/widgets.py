@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from .events import Trace
 from .experiment import run_experiment
-from .plotting import figure_png, plot_swimlanes
+from .plotting import figure_png, lanes, plot_swimlanes
 
 __all__ = ["SwimlanePanel"]
 
@@ -115,7 +115,8 @@ class SwimlanePanel:
         self.trace, self.figure = trace, figure
         self.charts_drawn += 1
         last = max((e.end for e in trace.events), default=0.0)
-        message = f"{trace.batches_received} batches received; last event {last:.2f} s after iter()"
+        message = (f"{len(lanes(trace)) - 1} worker lanes · {trace.batches_received} batches received · "
+                   f"last event {last:.2f} s after iter()")
         if trace.error is not None:
             message += f" — <b>{html.escape(type(trace.error).__name__)}</b>: {html.escape(str(trace.error).splitlines()[0])}"
         self.status.value = message

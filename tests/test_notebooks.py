@@ -25,6 +25,17 @@ def test_committed_without_outputs_and_with_a_kernelspec(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_reads_like_a_lesson(path: Path) -> None:
+    """One title on top, then sections; a "check yourself" question and a summary."""
+    nb = nbformat.read(path, as_version=4)
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    titles = [line for text in markdown for line in text.splitlines() if line.startswith("# ")]
+    assert markdown and markdown[0] == nb.cells[0].source and titles == [markdown[0].splitlines()[0]]
+    headings = {line.lstrip("#").strip() for text in markdown for line in text.splitlines() if line.startswith("## ")}
+    assert {"Check yourself", "Summary"} <= headings
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_runs_twice_on_a_fresh_kernel(path: Path) -> None:
     for _ in range(2):
         nb = nbformat.read(path, as_version=4)
