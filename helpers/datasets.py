@@ -3,23 +3,34 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "SleepDataset", "stack_collate"]
+__all__ = ["ArrayDataset", "CudaDataset", "ObjectListDataset", "SleepDataset", "stack_collate"]
 
 
 class SleepDataset(Dataset):
     """Scenario 1: every item takes ``delay`` seconds to "load" (as a file read would), and is a
-    tensor filled with its own index, so a batch shows which items it holds."""
+    tensor filled with its own index, so a batch shows which items it holds. Items listed in
+    ``slow_items`` take ``slow_factor`` times longer."""
 
-    def __init__(self, size: int = 10, delay: float = 0.1, shape: tuple[int, ...] = (3, 32, 32)) -> None:
+    def __init__(
+        self,
+        size: int = 10,
+        delay: float = 0.1,
+        shape: tuple[int, ...] = (3, 32, 32),
+        slow_items: tuple[int, ...] = (),
+        slow_factor: float = 5.0,
+    ) -> None:
         self.size = size
         self.delay = delay
         self.shape = shape
+        self.slow_items = frozenset(slow_items)
+        self.slow_factor = slow_factor
 
     def __len__(self) -> int:
         return self.size
@@ -27,21 +38,32 @@ class SleepDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
-        time.sleep(self.delay)
+        time.sleep(self.delay * (self.slow_factor if index in self.slow_items else 1.0))
         return torch.full(self.shape, float(index))
 
     def __repr__(self) -> str:
-        return f"SleepDataset(size={self.size}, delay={self.delay}, shape={self.shape})"
+        slow = f", slow_items={tuple(sorted(self.slow_items))}" if self.slow_items else ""
+        return f"SleepDataset(size={self.size}, delay={self.delay}, shape={self.shape}{slow})"
 
 
 class ArrayDataset(Dataset):
     """Scenario 2: a dataset that builds a large NumPy array in the main process when it is
-    constructed (before any ``DataLoader`` exists) and serves its rows."""
+    constructed (before any ``DataLoader`` exists). Item ``i`` reads the ``i``-th block of rows and
+    returns their mean, so one pass over the dataset reads every byte of the array, while the
+    tensors sent back to the main process stay small."""
 
-    def __init__(self, size: int = 20, rows: int = 1000, cols: int = 1000, delay: float = 0.0) -> None:
+    def __init__(self, size: int = 16, rows: int = 1000, cols: int = 1000, delay: float = 0.0) -> None:
+        if not 1 <= size <= rows:
+            raise ValueError(f"size must be between 1 and rows={rows}, got {size}")
         self.size = size
         self.delay = delay
         self.data = np.random.default_rng(0).random((rows, cols))
+
+    @classmethod
+    def of_mib(cls, mib: float, size: int = 16, cols: int = 4096, delay: float = 0.0) -> ArrayDataset:
+        """A dataset whose array takes about ``mib`` MiB (float64, ``cols`` columns)."""
+        rows = max(size, round(mib * 2**20 / (8 * cols)))
+        return cls(size=size, rows=rows, cols=cols, delay=delay)
 
     @property
     def nbytes(self) -> int:
@@ -55,11 +77,59 @@ class ArrayDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.size} items")
         if self.delay:
             time.sleep(self.delay)
-        return torch.from_numpy(self.data[index % len(self.data)].copy())
+        rows = len(self.data)
+        block = self.data[index * rows // self.size : (index + 1) * rows // self.size]
+        return torch.from_numpy(block.mean(axis=0))
 
     def __repr__(self) -> str:
         rows, cols = self.data.shape
         return f"ArrayDataset(size={self.size}, rows={rows}, cols={cols}, {self.nbytes / 2**20:.0f} MiB)"
+
+
+class ObjectListDataset(Dataset):
+    """The same kind of data as :class:`ArrayDataset`, held as a Python list of float objects.
+    Reading an object updates its reference count, which writes to the page it lives on: a
+    forked worker that reads the list gets private copies of those pages ("copy-on-read")."""
+
+    def __init__(self, size: int = 16, values: int = 1_000_000) -> None:
+        if not 1 <= size <= values:
+            raise ValueError(f"size must be between 1 and values={values}, got {size}")
+        self.size = size
+        rng = np.random.default_rng(0)
+        self.values = [float(v) for v in rng.random(values)]
+
+    @classmethod
+    def of_mib(cls, mib: float, size: int = 16) -> ObjectListDataset:
+        """A list whose float objects and pointers take about ``mib`` MiB (32 bytes a value)."""
+        return cls(size=size, values=max(size, round(mib * 2**20 / 32)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the float objects and the list's pointers."""
+        return len(self.values) * (sys.getsizeof(0.0) + 8)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} items")
+        n = len(self.values)
+        block = self.values[index * n // self.size : (index + 1) * n // self.size]
+        return torch.tensor(sum(block) / len(block))
+
+    def __repr__(self) -> str:
+        return f"ObjectListDataset(size={self.size}, values={len(self.values)}, {self.nbytes / 2**20:.0f} MiB)"
+
+
+class CudaDataset(Dataset):
+    """Items computed on the GPU: a worker that touches CUDA (for the CUDA-and-fork experiment)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return (torch.ones(1, device="cuda") * index).cpu()
 
 
 def stack_collate(items: list[torch.Tensor]) -> torch.Tensor:

@@ -179,6 +179,18 @@ class Trace:
         """PID -> worker id of every worker process that recorded anything."""
         return {e.pid: e.worker_id for e in self.events if e.worker_id >= 0}
 
+    def batches(self) -> list[tuple[int, int, int, list[int]]]:
+        """``(batch number, worker id, pid, item indices)`` for each batch collated, in time order:
+        the items a process loaded since its previous collate are the ones it collated."""
+        pending: dict[int, list[int]] = {}
+        found = []
+        for e in self.events:
+            if e.kind == Kind.ITEM_LOADED:
+                pending.setdefault(e.pid, []).append(e.index)
+            elif e.kind == Kind.COLLATED:
+                found.append((e.index, e.worker_id, e.pid, pending.pop(e.pid, [])))
+        return found
+
     @property
     def batches_received(self) -> int:
         return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)

@@ -33,8 +33,10 @@ def _is_count(value: object, minimum: int) -> bool:
 
 
 class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
+    """A file that forgets what is written to it: pickling into it only checks that pickling works."""
+
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        return memoryview(data).nbytes
 
 
 def _defined_interactively(obj: object) -> bool:
@@ -183,6 +185,10 @@ class TracedLoader:
     def __len__(self) -> int:
         return len(self.dataloader)
 
+    def worker_processes(self) -> list[int]:
+        """PIDs of the processes this loader has started that are running now (its workers)."""
+        return sorted(descendants() - self._before)
+
     def __iter__(self) -> Iterator[Any]:
         if self._trace is not None:
             raise RuntimeError("this TracedLoader is closed; make a new one")
@@ -193,12 +199,14 @@ class TracedLoader:
         received = 0
         try:
             while True:
+                outstanding = _outstanding(iterator)
                 start = perf_counter_ns()
                 try:
                     batch = next(iterator)
                 except StopIteration:
                     return
-                log.record(Kind.BATCH_RECEIVED, start, perf_counter_ns(), received)
+                end = perf_counter_ns()
+                log.record(Kind.BATCH_RECEIVED, start, end, _number_returned(iterator, outstanding, received))
                 received += 1
                 yield batch
         except (Exception, KeyboardInterrupt) as exc:
@@ -253,6 +261,22 @@ class TracedLoader:
     def __del__(self) -> None:
         if getattr(self, "_trace", None) is None and hasattr(self, "_log"):
             self._log.close()  # never closed: at least remove the event files
+
+
+def _outstanding(iterator: Any) -> set[int] | None:
+    """The numbers of the batches a multi-process iterator has handed out and not yet returned."""
+    tasks = getattr(iterator, "_task_info", None)
+    return set(tasks) if isinstance(tasks, dict) else None
+
+
+def _number_returned(iterator: Any, outstanding: set[int] | None, received: int) -> int:
+    """The number of the batch ``next()`` just returned: the one that left the iterator's
+    outstanding batches (with ``in_order=False`` that need not be the next in line). Without
+    workers, batches come strictly in order."""
+    if outstanding is None:
+        return received
+    returned = outstanding - (_outstanding(iterator) or set())
+    return max(returned) if returned else received
 
 
 def trace_loader(dataset: Dataset, **settings: Any) -> TracedLoader:

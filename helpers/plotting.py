@@ -7,7 +7,7 @@ thread; in a notebook, run ``%matplotlib inline`` once and a returned figure sho
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -16,8 +16,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .events import Event, Kind, Trace
+from .memory import MemoryReport
 
-__all__ = ["COLORS", "STYLE", "figure_png", "lanes", "plot_swimlanes"]
+__all__ = ["COLORS", "STYLE", "compare_swimlanes", "figure_png", "lanes", "plot_memory", "plot_swimlanes"]
 
 #: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
 COLORS = {
@@ -91,7 +92,8 @@ def _bars(ax: Axes, events: Sequence[Event], y: float, color: str, hatch: str | 
                     fontsize=12, color="white" if color == COLORS["item"] else COLORS["ink"], fontweight="bold")
 
 
-def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = None, xlim: tuple[float, float] | None = None) -> Figure:
+def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = None, xlim: tuple[float, float] | None = None,
+                   legend: bool = True) -> Figure:
     """Draw ``trace`` as swimlanes and return the figure.
 
     Bars: items loading (blue, labelled with the dataset index), collate (orange, hatched,
@@ -154,8 +156,61 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
             f"num_workers={settings.get('num_workers')}, batch_size={settings.get('batch_size')}, "
             f"start method: {trace.start_method or 'none'}"
         ), loc="left")
-        ax.legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / len(lane_list)),
-                  ncol=4, frameon=False)
+        if legend:
+            ax.legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / len(lane_list)),
+                      ncol=4, frameon=False)
+    return fig
+
+
+def compare_swimlanes(traces: Mapping[str, Trace]) -> Figure:
+    """Several traces stacked on one shared time axis (t = 0 at each one's ``iter()``), titled by
+    their keys, with one legend at the bottom."""
+    heights = [len(lanes(t)) + 1.2 for t in traces.values()]
+    times = [x for t in traces.values() for e in t.events for x in (e.start, e.end)] or [0.0, 1.0]
+    xlim = (min(times + [0.0]), max(times))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(13, 1.6 + 0.95 * sum(heights)), layout="constrained")
+        axes = fig.subplots(len(traces), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+        for ax, (title, trace) in zip(axes, traces.items()):
+            plot_swimlanes(trace, ax=ax, title=title, xlim=xlim, legend=False)
+        for ax in axes[:-1]:
+            ax.set_xlabel("")
+        axes[-1].legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False)
+    return fig
+
+
+def plot_memory(reports: Mapping[str, MemoryReport]) -> Figure:
+    """One panel per report: a bar per process, split into its private memory (USS) and the
+    pages it shares with others (RSS - USS); a tick at its PSS; a dashed line at the data's size."""
+    mib = 2**20
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(4.3 * len(reports) + 1.5, 6.2), layout="constrained")
+        axes = fig.subplots(1, len(reports), sharey=True, squeeze=False)[0]
+        for ax, (title, report) in zip(axes, reports.items()):
+            processes = [report.main, *report.workers]
+            x = range(len(processes))
+            uss = [p.uss / mib for p in processes]
+            shared = [(p.rss - p.uss) / mib for p in processes]
+            ax.bar(x, uss, color=COLORS["failed"], edgecolor=COLORS["ink"], label="private (USS)")
+            ax.bar(x, shared, bottom=uss, color=COLORS["wait"], edgecolor=COLORS["ink"], hatch="//",
+                   label="shared with other processes (RSS - USS)")
+            for i, p in enumerate(processes):
+                inside = p.uss / mib > 0.08 * max(q.rss / mib for q in processes)
+                ax.text(i, p.uss / mib / 2 if inside else p.uss / mib, f"{p.uss / mib:.0f}", ha="center",
+                        va="center" if inside else "bottom", color="white" if inside else COLORS["ink"], fontweight="bold")
+                if p.pss is not None:
+                    ax.plot([i - 0.45, i + 0.45], [p.pss / mib] * 2, color=COLORS["ink"], linewidth=3)
+            if report.data_bytes:
+                ax.axhline(report.data_bytes / mib, color=COLORS["item"], linestyle="--", linewidth=2)
+                ax.text(-0.5, report.data_bytes / mib, " data size", color=COLORS["item"], ha="left", va="bottom",
+                        fontsize=13, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            ax.set_xticks(list(x), [p.role.replace("worker ", "worker\n") for p in processes])
+            ax.set_title(title, loc="left")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("memory (MiB)")
+        handles, _ = axes[0].get_legend_handles_labels()
+        handles.append(Line2D([], [], color=COLORS["ink"], linewidth=3, label="PSS (fair share of shared pages)"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     return fig
 
 

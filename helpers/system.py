@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import psutil
 import torch
 
-__all__ = ["cpu_quota", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
+__all__ = ["cpu_quota", "default_start_methods", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
 
 # Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
 _SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
@@ -103,3 +104,22 @@ def machine_info() -> dict[str, Any]:
         "/dev/shm": "none" if shm is None else f"{shm / 2**20:.0f} MiB",
         "torch sharing strategy": torch.multiprocessing.get_sharing_strategy(),
     }
+
+
+def default_start_methods(versions: Iterable[str] = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")) -> dict[str, str]:
+    """Ask every ``python3.X`` found on ``PATH`` (and this kernel's Python) which start method it
+    uses by default. Keys are full version numbers; interpreters that do not answer are left out."""
+    ask = "import multiprocessing, platform; print(platform.python_version(), multiprocessing.get_start_method())"
+    found = {platform.python_version(): multiprocessing.get_start_method()}
+    for version in versions:
+        command = shutil.which(f"python{version}")
+        if command is None:
+            continue
+        try:
+            done = subprocess.run([command, "-c", ask], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        words = done.stdout.split()
+        if done.returncode == 0 and len(words) == 2:
+            found[words[0]] = words[1]
+    return dict(sorted(found.items(), key=lambda item: tuple(int(p) for p in item[0].split(".")[:2])))
