@@ -36,6 +36,7 @@ __all__ = [
     "most_at_once",
     "private_growth",
     "run_script",
+    "summary_table",
     "verdict_c1",
     "verdict_c2",
     "verdict_c3",
@@ -72,6 +73,28 @@ class Verdict:
     def _repr_markdown_(self) -> str:
         mark = {"holds": "✅", "does not hold": "❌", "holds only in part": "⚠️", "not measured": "⏭️"}[self.outcome]
         return f"**{self.claim} {mark} {self.outcome} on this machine.** *Claim:* {self.statement}<br>*Measured:* {self.evidence}"
+
+
+@dataclass(frozen=True)
+class VerdictTable:
+    """Verdicts shown as one table (Markdown in a notebook, text elsewhere)."""
+
+    verdicts: tuple[Verdict, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{v.claim}: {v.outcome} - {v.statement}" for v in self.verdicts)
+
+    def _repr_markdown_(self) -> str:
+        rows = ["| claim | the article says | on this machine | what was measured |", "|---|---|---|---|"]
+        for v in self.verdicts:
+            cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            rows.append(f"| {v.claim} | {cell(v.statement)} | **{v.outcome}** | {cell(v.evidence)} |")
+        return "\n".join(rows)
+
+
+def summary_table(verdicts: list[Verdict]) -> VerdictTable:
+    """The verdicts, sorted by claim, as one table."""
+    return VerdictTable(tuple(sorted(verdicts, key=lambda v: v.claim)))
 
 
 @dataclass(frozen=True)
@@ -195,25 +218,32 @@ def verdict_c3(report: MemoryReport, baseline: MemoryReport) -> Verdict:
                        f"because {report.start_method} sends each worker the pickled dataset. Lazy creation did not "
                        f"prevent it: {order}.")
     return Verdict("C3", statement, True,
-                   f"under {report.start_method}, each worker's private memory (USS) grew by only {growth / mib:.0f} MiB "
+                   f"under {report.start_method}, each worker's private memory (USS) grew by only {max(growth, 0) / mib:.0f} MiB "
                    f"for a {data / mib:.0f} MiB array: the workers share the parent's pages (counted in their RSS, "
                    f"{report.worker_rss / mib:.0f} MiB) through fork's copy-on-write. That is fork's doing, not lazy "
                    f"creation's: {order}, so they inherited it all the same.", partly=True)
 
 
-def verdict_c5(trace: Trace) -> Verdict:
-    """Where did ``collate_fn`` run in this trace?"""
-    collates = trace.of(Kind.COLLATED)
-    in_workers = [e for e in collates if e.pid != trace.main_pid]
-    workers = sorted({e.pid for e in in_workers})
-    n = trace.settings.get("num_workers")
-    return Verdict(
-        "C5", "a custom collate_fn runs inside the worker processes.",
-        bool(collates) and len(in_workers) == len(collates),
-        f"with num_workers={n}, {len(in_workers)} of {len(collates)} collate calls ran in worker processes "
-        f"(PIDs {', '.join(map(str, workers)) or 'none'}) and {len(collates) - len(in_workers)} in the main process "
-        f"(PID {trace.main_pid}).",
-    )
+def verdict_c5(trace: Trace, without_workers: Trace | None = None) -> Verdict:
+    """Where did ``collate_fn`` run in ``trace``? Give a ``num_workers=0`` run as ``without_workers``
+    to judge the claim for both settings at once."""
+
+    def where(run: Trace) -> tuple[bool, str]:
+        collates = run.of(Kind.COLLATED)
+        in_workers = [e for e in collates if e.pid != run.main_pid]
+        pids = ", ".join(map(str, sorted({e.pid for e in in_workers}))) or "none"
+        return bool(collates) and len(in_workers) == len(collates), (
+            f"with num_workers={run.settings.get('num_workers')}, {len(in_workers)} of {len(collates)} collate calls "
+            f"ran in worker processes (PIDs {pids}) and {len(collates) - len(in_workers)} in the main process "
+            f"(PID {run.main_pid})")
+
+    holds, evidence = where(trace)
+    partly = False
+    if without_workers is not None:
+        holds_without, more = where(without_workers)
+        partly = holds and not holds_without
+        evidence += "; " + more
+    return Verdict("C5", "a custom collate_fn runs inside the worker processes.", holds, evidence + ".", partly=partly)
 
 
 @dataclass(frozen=True)

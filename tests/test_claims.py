@@ -1,0 +1,134 @@
+"""The measurements behind the verdicts, and verdicts that change when the measurement does."""
+
+import os
+import platform
+
+import pytest
+
+from helpers import ArrayDataset, Kind, SleepDataset, run_experiment, stack_collate, trace_loader
+from helpers.claims import (epoch_costs, private_growth, run_script, verdict_c3, verdict_c4, verdict_c5, verdict_c6,
+                            worker_parents)
+from helpers.datasets import ObjectListDataset
+from helpers.events import Trace
+from helpers.memory import MemoryReport, ProcessMemory, measure_memory
+from helpers.system import default_start_methods
+
+MIB = 2**20
+
+
+def _report(worker_uss_mib: float, data_mib: float, method: str) -> MemoryReport:
+    trace = Trace(events=(), main_pid=1, start_method=method)
+    workers = tuple(ProcessMemory(f"worker {i}", 10 + i, 300 * MIB, int(worker_uss_mib * MIB), None) for i in range(2))
+    return MemoryReport("data", int(data_mib * MIB), method, ProcessMemory("main", 1, 400 * MIB, 80 * MIB, None), workers, trace)
+
+
+def test_c3_verdict_is_worded_from_the_measured_memory() -> None:
+    baseline = _report(10, 1, "x")
+    shared = verdict_c3(_report(12, 128, "x"), baseline)
+    copied = verdict_c3(_report(140, 128, "x"), baseline)
+    assert shared.outcome == "holds only in part" and "copy-on-write" in shared.evidence
+    assert copied.outcome == "does not hold" and "own copy" in copied.evidence and "grew by 130 MiB" in copied.evidence
+
+
+def test_c3_under_each_start_method(start_method: str) -> None:
+    """fork shares the array's pages; spawn and forkserver give each worker its own copy."""
+    report = measure_memory(ArrayDataset.of_mib(48), start_method=start_method)
+    baseline = measure_memory(ArrayDataset.of_mib(1), start_method=start_method)
+    assert len(report.workers) == 2 and report.trace.leftover_processes == ()
+    verdict = verdict_c3(report, baseline)
+    if start_method == "fork":
+        assert private_growth(report, baseline) < 0.25 * report.data_bytes
+        assert verdict.outcome == "holds only in part"
+    else:
+        assert private_growth(report, baseline) > 0.75 * report.data_bytes
+        assert verdict.outcome == "does not hold" and start_method in verdict.evidence
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="copy-on-read needs fork")
+def test_copy_on_read_under_fork() -> None:
+    """Reading a list of Python floats copies pages into a forked worker; reading an array does not."""
+    grow = {
+        kind: private_growth(measure_memory(make(24), start_method="fork"), measure_memory(make(1), start_method="fork"))
+        for kind, make in (("list", ObjectListDataset.of_mib), ("array", ArrayDataset.of_mib))
+    }
+    assert grow["list"] > 6 * MIB > grow["array"]
+
+
+def test_c5_verdict_follows_where_collate_ran(start_method: str) -> None:
+    dataset = SleepDataset(size=8, delay=0.0, shape=())
+    in_main = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=0, collate_fn=stack_collate))
+    in_workers = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=2, collate_fn=stack_collate,
+                                           start_method=start_method))
+    assert in_main.outcome == "does not hold" and "0 of 4 collate calls ran in worker" in in_main.evidence
+    assert in_workers.outcome == "holds" and "4 of 4 collate calls ran in worker" in in_workers.evidence
+    both = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=2, collate_fn=stack_collate,
+                                     start_method=start_method),
+                      run_experiment(dataset, batch_size=2, num_workers=0, collate_fn=stack_collate))
+    assert both.outcome == "holds only in part" and "0 of 4" in both.evidence and "4 of 4" in both.evidence
+
+
+def test_each_batch_is_built_whole_by_one_worker(start_method: str) -> None:
+    trace = run_experiment(SleepDataset(size=8, delay=0.0, shape=()), batch_size=2, num_workers=2, start_method=start_method)
+    batches = sorted(trace.batches())
+    assert [items for _, _, _, items in batches] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert all(pid in trace.worker_pids and trace.worker_pids[pid] == wid for _, wid, pid, _ in batches)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_received_batches_carry_their_own_numbers(start_method: str, in_order: bool) -> None:
+    """With in_order=False batches may arrive out of order; the trace records which one arrived."""
+    dataset = SleepDataset(size=12, delay=0.01, shape=(), slow_items=(0, 1), slow_factor=10)
+    with trace_loader(dataset, batch_size=2, num_workers=2, in_order=in_order, start_method=start_method) as loader:
+        contents = [int(batch[0]) // 2 for batch in loader]
+    recorded = [e.index for e in loader.trace.of(Kind.BATCH_RECEIVED)]
+    assert recorded == contents and sorted(recorded) == list(range(6))
+    if in_order:
+        assert recorded == list(range(6))
+
+
+def test_every_epoch_starts_new_workers_unless_persistent(start_method: str) -> None:
+    dataset = SleepDataset(size=4, delay=0.0)
+    fresh = run_experiment(dataset, epochs=2, batch_size=2, num_workers=2, start_method=start_method)
+    kept = run_experiment(dataset, epochs=2, batch_size=2, num_workers=2, start_method=start_method, persistent_workers=True)
+    assert [c.workers_started for c in epoch_costs(fresh)] == [2, 2]
+    assert [c.workers_started for c in epoch_costs(kept)] == [2, 0]
+    assert verdict_c6(fresh, kept).outcome == "holds only in part"
+    assert verdict_c6(kept, kept).outcome == "holds"
+
+
+def test_worker_parents(start_method: str) -> None:
+    parents = worker_parents(SleepDataset(size=2, delay=0.0), start_method)
+    assert len(parents) == 2
+    expected = "the fork server" if start_method == "forkserver" else "this kernel"
+    assert all(what == expected for _, _, what in parents)
+    if start_method != "forkserver":
+        assert all(parent == os.getpid() for _, parent, _ in parents)
+
+
+def test_a_script_without_a_main_guard_fails_under_spawn() -> None:
+    body = """
+        from torch.utils.data import DataLoader
+        from helpers import SleepDataset
+        {guard}
+            for batch in DataLoader(SleepDataset(size=2, delay=0.0), num_workers=1, multiprocessing_context="spawn"):
+                print("got a batch")
+    """
+    unguarded = run_script(body.format(guard="if True:"))
+    guarded = run_script(body.format(guard='if __name__ == "__main__":'))
+    assert unguarded.returncode != 0 and "bootstrapping phase" in unguarded.output
+    assert guarded.returncode == 0 and guarded.output.count("got a batch") == 2
+
+
+def test_cuda_verdict_without_a_gpu_says_it_was_skipped() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CUDA experiment runs instead")
+    verdict = verdict_c4()
+    assert verdict.outcome == "not measured" and "skipped" in verdict.evidence
+
+
+def test_default_start_methods_includes_this_python() -> None:
+    import multiprocessing
+
+    assert default_start_methods()[platform.python_version()] == multiprocessing.get_start_method()
