@@ -359,15 +359,20 @@ class ScriptRun:
         return "\n".join(self.output.strip().splitlines()[-lines:])
 
 
-def run_script(source: str, timeout: float = 120.0) -> ScriptRun:
+def run_script(source: str, timeout: float = 120.0, shm_mib: int | None = None) -> ScriptRun:
     """Run ``source`` as a script in a fresh Python (this kernel's interpreter), in a temporary
-    directory; ``timeout`` bounds it. Use it to show what happens outside a notebook."""
+    directory; ``timeout`` bounds it. Use it to show what happens outside a notebook. With
+    ``shm_mib`` the script gets a private ``/dev/shm`` of that size (see
+    :func:`~helpers.system.private_shm_available`)."""
     with tempfile.TemporaryDirectory(prefix="dataloader-script-") as folder:
         script = Path(folder) / "train.py"
         script.write_text(textwrap.dedent(source))
+        command = [sys.executable, str(script)]
+        if shm_mib is not None:
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f'mount -t tmpfs -o size={int(shm_mib)}m tmpfs /dev/shm && exec "$0" "$@"', *command]
         try:
-            done = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True,
-                                  timeout=timeout)
+            done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
             return ScriptRun(-1, out + f"\n(stopped after {timeout:.0f} s)")

@@ -129,6 +129,9 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
                 ax.plot(e.start, y, marker="*", markersize=22, color=COLORS["start"], markeredgecolor=COLORS["ink"], zorder=5)
             for e in of(Kind.WORKER_EXITED):
                 ax.plot(e.start, y, marker="X", markersize=13, color=COLORS["ink"], zorder=5)
+            if pid != trace.main_pid and mine and not of(Kind.WORKER_EXITED) and trace.error is not None:
+                last = max(e.end for e in mine)  # it never exited normally: killed, or stopped by the error
+                ax.plot(last, y, marker="X", markersize=16, color=COLORS["failed"], markeredgecolor=COLORS["ink"], zorder=6)
             requested = of(Kind.BATCH_REQUESTED)
             if requested:
                 ax.plot([e.start for e in requested], [y - 0.42] * len(requested), linestyle="none", marker="^",
@@ -223,6 +226,8 @@ def _legend_handles() -> list[Patch | Line2D]:
         Patch(facecolor=COLORS["start"], edgecolor=COLORS["ink"], hatch="..", label="DataLoader() / iter() run"),
         Line2D([], [], marker="*", markersize=18, color=COLORS["start"], markeredgecolor=COLORS["ink"], linestyle="none", label="worker process starts"),
         Line2D([], [], marker="X", markersize=11, color=COLORS["ink"], linestyle="none", label="worker exits"),
+        Line2D([], [], marker="X", markersize=13, color=COLORS["failed"], markeredgecolor=COLORS["ink"], linestyle="none",
+               label="worker's last sign of life (no normal exit)"),
         Line2D([], [], marker="^", markersize=10, color=COLORS["request"], markeredgecolor=COLORS["ink"], linestyle="none", label="batch handed to a worker"),
         Line2D([], [], marker="v", markersize=11, color=COLORS["ink"], linestyle="none", label="batch received by loop"),
         Patch(facecolor=COLORS["close"], edgecolor=COLORS["ink"], label="shutting workers down"),

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import torch
 
-__all__ = ["cpu_quota", "default_start_methods", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
+__all__ = ["cpu_quota", "default_start_methods", "private_shm_available", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
 
 # Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
 _SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
@@ -123,3 +123,16 @@ def default_start_methods(versions: Iterable[str] = ("3.8", "3.9", "3.10", "3.11
         if done.returncode == 0 and len(words) == 2:
             found[words[0]] = words[1]
     return dict(sorted(found.items(), key=lambda item: tuple(int(p) for p in item[0].split(".")[:2])))
+
+
+def private_shm_available() -> bool:
+    """Whether this process may give a child its own small ``/dev/shm`` (Linux, as root, with
+    ``unshare``): a private tmpfs in a new mount namespace, leaving the machine's untouched."""
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return False
+    try:
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
