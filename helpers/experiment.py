@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from time import perf_counter_ns
 from typing import Any
@@ -215,6 +216,12 @@ class TracedLoader:
         finally:
             if not self.dataloader.persistent_workers:
                 self._shut_down(iterator)
+            del iterator
+            if self._error is not None:
+                # The error's traceback holds PyTorch's frames, and they hold the iterator with its
+                # pipes and shared memory: drop their locals so those are freed now, not whenever
+                # the error is (IPython keeps the last one). Line numbers stay for the traceback.
+                _clear_frames(self._error)
 
     def _shut_down(self, iterator: Any) -> None:
         start = perf_counter_ns()
@@ -255,7 +262,9 @@ class TracedLoader:
     def __enter__(self) -> TracedLoader:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._error is None and exc is not None:
+            self._error = exc  # raised in the loop's body (a KeyboardInterrupt, say), not by the loader
         self.close()
 
     def __del__(self) -> None:
@@ -305,10 +314,29 @@ def run_experiment(
     with trace_loader(dataset, **settings) as loader:
         try:
             for _ in range(epochs):
-                for received, _batch in enumerate(loader, start=1):
-                    if received == max_batches:
-                        break
-        except Exception:
+                _take(loader, max_batches)
+        except Exception as exc:
             if raise_errors:
                 raise
+            # Kept in the trace: free the batches and pipes its finished frames still hold.
+            _clear_frames(exc)
     return loader.trace
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``error``'s traceback and in those of the
+    errors it was raised from (line numbers stay, for printing it)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        if error.__cause__ is not None and id(error.__cause__) not in seen:
+            _clear_frames(error.__cause__)
+        error = error.__context__  # type: ignore[assignment]
+
+
+def _take(loader: TracedLoader, max_batches: int | None) -> None:
+    """One epoch, leaving after ``max_batches`` batches (a ``break``) if given."""
+    for received, _batch in enumerate(loader, start=1):
+        if received == max_batches:
+            break

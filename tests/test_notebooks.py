@@ -10,7 +10,9 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks() -> None:
-    assert [p.name for p in NOTEBOOKS][:2] == ["00_start_here.ipynb", "01_when_workers_appear.ipynb"]
+    assert [p.stem for p in NOTEBOOKS] == ["00_start_here", "01_when_workers_appear", "02_memory_and_large_arrays",
+                                           "03_custom_collate", "04_start_methods", "05_when_things_go_wrong",
+                                           "06_summary_of_claims"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -42,5 +44,6 @@ def test_runs_twice_on_a_fresh_kernel(path: Path) -> None:
         NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert errors == []
-        images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-        assert images, "no chart was drawn"
+        if any("plot_" in c.source or "Panel(" in c.source for c in nb.cells if c.cell_type == "code"):
+            images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+            assert images, "no chart was drawn"
