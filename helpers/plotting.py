@@ -237,5 +237,5 @@ def _legend_handles() -> list[Patch | Line2D]:
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """The figure as PNG bytes (for an image widget)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})  # fast to encode; a few KB more
     return buffer.getvalue()

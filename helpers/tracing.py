@@ -45,7 +45,7 @@ class TracedDataset(Dataset):
     """A map-style dataset that records how long each item takes to load, and where.
 
     The DataLoader fetches a whole batch through ``__getitems__``, so the per-item cost of tracing
-    is two clock reads and one write to shared memory.
+    is one clock read and one write to shared memory.
     """
 
     def __init__(self, dataset: Dataset, log: EventLog) -> None:
@@ -64,18 +64,7 @@ class TracedDataset(Dataset):
         load_many = getattr(self.dataset, "__getitems__", None)
         if load_many:
             return self._load_together(writer, load_many, indices)
-        load = self.dataset.__getitem__
-        items = []
-        for index in indices:
-            start = perf_counter_ns()
-            try:
-                item = load(index)
-            except BaseException:
-                writer.record(Kind.ITEM_FAILED, start, perf_counter_ns(), index)
-                raise
-            writer.record(Kind.ITEM_LOADED, start, perf_counter_ns(), index)
-            items.append(item)
-        return items
+        return writer.load_items(self.dataset.__getitem__, indices)
 
     @staticmethod
     def _load_together(writer: _Writer, load_many: Callable[[Sequence[int]], list[Any]], indices: Sequence[int]) -> list[Any]:
