@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from .events import Event, Kind, Trace
 from .memory import MemoryReport
 
-__all__ = ["COLORS", "STYLE", "compare_swimlanes", "figure_png", "lanes", "plot_memory", "plot_swimlanes"]
+__all__ = ["COLORS", "STYLE", "compare_swimlanes", "figure_png", "lanes", "legend_figure", "plot_memory", "plot_swimlanes"]
 
 #: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
 COLORS = {
@@ -106,8 +106,13 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
     """
     with matplotlib.rc_context(STYLE):
         lane_list = lanes(trace)
-        if ax is None:
+        if ax is None and legend:
             fig = Figure(figsize=(13, 2.2 + 0.95 * len(lane_list)), layout="constrained")
+            ax = fig.add_subplot()
+        elif ax is None:  # fixed margins (in inches) instead of a layout engine: quicker to redraw
+            height = 1.6 + 0.95 * len(lane_list)
+            fig = Figure(figsize=(13, height))
+            fig.subplots_adjust(left=1.45 / 13, right=1 - 0.25 / 13, top=1 - 0.75 / height, bottom=0.8 / height)
             ax = fig.add_subplot()
         else:
             fig = ax.get_figure()  # type: ignore[assignment]
@@ -217,6 +222,14 @@ def plot_memory(reports: Mapping[str, MemoryReport]) -> Figure:
     return fig
 
 
+def legend_figure() -> Figure:
+    """The swimlane legend on its own, for charts drawn with ``legend=False``."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(13, 1.9))
+        fig.legend(handles=_legend_handles(), loc="center", ncol=3, frameon=False)
+    return fig
+
+
 def _legend_handles() -> list[Patch | Line2D]:
     return [
         Patch(facecolor=COLORS["item"], edgecolor=COLORS["ink"], label="item loading (index)"),
@@ -227,7 +240,7 @@ def _legend_handles() -> list[Patch | Line2D]:
         Line2D([], [], marker="*", markersize=18, color=COLORS["start"], markeredgecolor=COLORS["ink"], linestyle="none", label="worker process starts"),
         Line2D([], [], marker="X", markersize=11, color=COLORS["ink"], linestyle="none", label="worker exits"),
         Line2D([], [], marker="X", markersize=13, color=COLORS["failed"], markeredgecolor=COLORS["ink"], linestyle="none",
-               label="worker's last sign of life (no normal exit)"),
+               label="worker ended without a normal exit"),
         Line2D([], [], marker="^", markersize=10, color=COLORS["request"], markeredgecolor=COLORS["ink"], linestyle="none", label="batch handed to a worker"),
         Line2D([], [], marker="v", markersize=11, color=COLORS["ink"], linestyle="none", label="batch received by loop"),
         Patch(facecolor=COLORS["close"], edgecolor=COLORS["ink"], label="shutting workers down"),

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import torch
 
-__all__ = ["cpu_quota", "default_start_methods", "private_shm_available", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
+__all__ = ["cpu_quota", "default_start_methods", "memory_limit", "private_shm_available", "workers_that_fit", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
 
 # Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
 _SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
@@ -79,6 +79,33 @@ def cpu_quota() -> float | None:
     return int(quota) / int(period)
 
 
+def memory_limit() -> int:
+    """Bytes this process and its children may use: the cgroup's limit (Binder: about 2 GB) where
+    there is one, else the machine's memory."""
+    total = psutil.virtual_memory().total
+    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(int(text), total)
+    return total
+
+
+#: What one idle spawned worker holds on its own (Python and PyTorch imported), measured in
+#: notebook 02 at about 175 MiB; with some room for the data it loads.
+WORKER_BYTES = 200 * 2**20
+#: What the kernel itself holds with PyTorch and matplotlib loaded, with some room.
+KERNEL_BYTES = 512 * 2**20
+
+
+def workers_that_fit(most: int = 8) -> int:
+    """How many spawned workers fit beside the kernel in :func:`memory_limit` (between 2 and
+    ``most``): the most a slider should offer."""
+    return max(2, min(most, (memory_limit() - KERNEL_BYTES) // WORKER_BYTES))
+
+
 def shm_bytes() -> int | None:
     """Size of ``/dev/shm``, where worker tensors travel on Linux (``None`` where there is none)."""
     try:
@@ -101,6 +128,7 @@ def machine_info() -> dict[str, Any]:
         "CPUs usable (affinity)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "CPU quota (cgroup)": "no limit" if quota is None else f"{quota:g} CPUs",
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "memory limit (cgroup)": f"{memory_limit() / 2**30:.1f} GiB",
         "/dev/shm": "none" if shm is None else f"{shm / 2**20:.0f} MiB",
         "torch sharing strategy": torch.multiprocessing.get_sharing_strategy(),
     }

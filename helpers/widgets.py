@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from .events import Trace
 from .experiment import run_experiment
-from .plotting import figure_png, lanes, plot_swimlanes
+from .plotting import figure_png, lanes, legend_figure, plot_swimlanes
+from .system import workers_that_fit
 
 __all__ = ["SwimlanePanel"]
 
@@ -26,6 +27,8 @@ class SwimlanePanel:
     is run and drawn, so at most one experiment (and its workers) exists at a time. The first
     chart is drawn before the constructor returns. ``fixed`` settings (``shuffle``,
     ``max_batches``, ``epochs``, ...) go to :func:`~helpers.experiment.run_experiment` unchanged.
+    The ``num_workers`` slider stops at ``max_workers``, by default as many spawned workers as
+    fit in this kernel's memory limit (:func:`~helpers.system.workers_that_fit`; 7 on Binder).
     """
 
     def __init__(
@@ -36,14 +39,15 @@ class SwimlanePanel:
         batch_size: int = 2,
         prefetch_factor: int = 2,
         start_method: str | None = None,
-        max_workers: int = 8,
+        max_workers: int | None = None,
         **fixed: Any,
     ) -> None:
         self.dataset = dataset
         self.fixed = fixed
         style = {"description_width": "initial"}
         layout = widgets.Layout(width="320px")
-        self.num_workers = widgets.IntSlider(num_workers, min=0, max=max_workers, description="num_workers", style=style, layout=layout)
+        most = workers_that_fit() if max_workers is None else max_workers
+        self.num_workers = widgets.IntSlider(min(num_workers, most), min=0, max=most, description="num_workers", style=style, layout=layout)
         self.batch_size = widgets.IntSlider(batch_size, min=1, max=8, description="batch_size", style=style, layout=layout)
         self.prefetch_factor = widgets.IntSlider(prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout)
         methods = multiprocessing.get_all_start_methods()
@@ -53,8 +57,12 @@ class SwimlanePanel:
         )
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
+        self.image.add_class("swimlane-chart")
+        # The legend never changes: drawn once here, it keeps each redraw fast.
+        self.legend = widgets.Image(value=figure_png(legend_figure()), format="png",
+                                    layout=widgets.Layout(width="100%", max_width="1100px"))
         controls = [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
-        self.widget = widgets.VBox([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image])
+        self.widget = widgets.VBox([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image, self.legend])
 
         self.trace: Trace | None = None  #: the trace of the chart on show
         self.figure: Figure | None = None  #: the chart on show
@@ -110,7 +118,7 @@ class SwimlanePanel:
         with self._changed:
             if self._wanted is not None:
                 return  # a newer setting is waiting: don't draw this one
-        figure = plot_swimlanes(trace)
+        figure = plot_swimlanes(trace, legend=False)
         self.image.value = figure_png(figure)
         self.trace, self.figure = trace, figure
         self.charts_drawn += 1

@@ -127,7 +127,8 @@ def _shut_down_kernels(lab_url: str) -> None:
 
 
 def run_all(page: object, lab_url: str, path: str) -> list[str]:
-    """Open a notebook, Run All Cells, wait until no cell is queued or running; return error tracebacks."""
+    """Open a notebook, Run All Cells, wait until no cell is queued or running, save it; return its
+    error outputs ("name: value"), read from the saved file (printed text is not an error)."""
     _open(page, lab_url, path)
     page.get_by_text("| Idle").wait_for(timeout=120_000)
     assert page.locator(".jp-Dialog").count() == 0, "a dialog is in the way"
@@ -144,8 +145,13 @@ def run_all(page: object, lab_url: str, path: str) -> list[str]:
         timeout=300_000,
     )
     page.get_by_text("| Idle").wait_for(timeout=120_000)
-    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-    return [o for o in outputs if "Traceback (most recent call last)" in o]
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Save Notebook$")).click()
+    page.locator(".lm-TabBar-tab.jp-mod-dirty").wait_for(state="detached", timeout=60_000)
+    with urllib.request.urlopen(f"{lab_url}/api/contents/{path}?content=1") as r:
+        cells = json.load(r)["content"]["cells"]
+    assert any(c.get("execution_count") for c in cells), "the saved notebook shows no cell run"
+    return [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
 
 
 def test_lab_uses_the_repositorys_settings(lab_url: str) -> None:
@@ -167,7 +173,7 @@ def test_notebook_runs_in_jupyterlab(lab_url: str, browser: object, path: Path) 
             panel.scroll_into_view_if_needed()
             slider = panel.locator(".widget-slider", has_text="num_workers")
             before_workers = int(slider.locator(".widget-readout").inner_text())
-            image = panel.locator(".widget-image")
+            image = panel.locator(".swimlane-chart")
             before_src = image.get_attribute("src")
             slider.locator(".noUi-handle").focus()
             page.keyboard.press("ArrowRight")

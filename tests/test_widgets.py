@@ -48,3 +48,17 @@ def test_a_failing_setting_leaves_the_panel_usable() -> None:
 def test_no_start_method_without_workers() -> None:
     panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=0, batch_size=2)
     assert panel.trace.start_method is None and panel.prefetch_factor.disabled
+
+
+def test_slider_offers_only_the_workers_that_fit(monkeypatch) -> None:
+    import helpers.system
+
+    monkeypatch.setattr(helpers.system, "memory_limit", lambda: 2 * 2**30)  # Binder
+    assert helpers.system.workers_that_fit() == 7
+    monkeypatch.setattr(helpers.system, "memory_limit", lambda: 1 * 2**30)
+    assert helpers.system.workers_that_fit() == 2
+    import helpers.widgets
+
+    monkeypatch.setattr(helpers.widgets, "workers_that_fit", lambda: 3)
+    panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=4, batch_size=2, start_method="fork")
+    assert panel.num_workers.max == 3 and panel.trace.settings["num_workers"] == 3
