@@ -129,6 +129,7 @@ def machine_info() -> dict[str, Any]:
         "CPU quota (cgroup)": "no limit" if quota is None else f"{quota:g} CPUs",
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "memory limit (cgroup)": f"{memory_limit() / 2**30:.1f} GiB",
+        "num_workers sliders go up to": workers_that_fit(),
         "/dev/shm": "none" if shm is None else f"{shm / 2**20:.0f} MiB",
         "torch sharing strategy": torch.multiprocessing.get_sharing_strategy(),
     }
