@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader
 
 from helpers import SleepDataset, SwimlanePanel, run_experiment, trace_loader
 from helpers.claims import epoch_costs
+from helpers.events import EventLog
+from helpers.tracing import TracedDataset
 
 from .workloads import SmallTensors
 
@@ -92,14 +94,41 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
         else:
             p, t = plain(), traced()
         pairs.append((p, t))
+    ratios = sorted(p[0] / t[0] for p, t in pairs)
     return {
         "items": size,
-        "ratio": statistics.median(p[0] / t[0] for p, t in pairs),
+        "ratio": statistics.median(ratios),
+        "ratio_range": [ratios[0], ratios[-1]],
         "cpu_ratio": statistics.median(p[1] / t[1] for p, t in pairs),
         "untraced_items_per_s": size / statistics.median(p[0] for p, _ in pairs),
         "traced_items_per_s": size / statistics.median(t[0] for _, t in pairs),
         "trace_build_s_per_epoch": statistics.median(build) / (epochs + 1),
     }
+
+
+def item_cost(size: int, reps: int) -> dict[str, Any]:
+    """Microseconds per item to load a batch in this process, plainly and through the tracer:
+    the tracer's own cost per item, without workers or a scheduler in the way."""
+    dataset = SmallTensors(size)
+    batches = [list(range(i, min(i + 64, size))) for i in range(0, size, 64)]
+    log = EventLog()
+    traced = TracedDataset(dataset, log)
+    load = dataset.__getitem__
+    pairs = []
+    try:
+        for _ in range(reps):
+            started = time.perf_counter()
+            for batch in batches:
+                [load(i) for i in batch]
+            middle = time.perf_counter()
+            for batch in batches:
+                traced.__getitems__(batch)
+            pairs.append((middle - started, time.perf_counter() - middle))
+    finally:
+        log.close()
+    plain_us = 1e6 * statistics.median(p for p, _ in pairs) / size
+    traced_us = 1e6 * statistics.median(t for _, t in pairs) / size
+    return {"untraced_us": plain_us, "traced_us": traced_us, "added_us": traced_us - plain_us}
 
 
 def redraw(method: str, reps: int, delay: float) -> dict[str, Any]:
@@ -202,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"benchmarks on {results['machine']}, {reps} paired repetition(s)", flush=True)
     results["tracer_overhead"] = {m: tracer_overhead(m, 2_000 if args.quick else 50_000, reps) for m in ("fork", "spawn")
                                   if m in METHODS}
+    results["item_cost"] = item_cost(2_000 if args.quick else 50_000, reps)
     results["redraw"] = {m: redraw(m, 1 if args.quick else 6, 0.01 if args.quick else 0.1) for m in ("fork", "spawn")
                          if m in METHODS}
     results["start_methods"] = start_methods(reps)
@@ -217,7 +247,10 @@ def table(results: dict[str, Any]) -> str:
     lines = ["", f"{'measure':<48} {'value':>10}   target"]
     for method, r in results["tracer_overhead"].items():
         lines.append(f"{'tracer: traced/untraced throughput, ' + method:<48} {r['ratio']:>10.3f}   >= 0.95")
+        lines.append(f"{'  pairs ranged from':<48} {r['ratio_range'][0]:>10.3f} to {r['ratio_range'][1]:.3f}")
         lines.append(f"{'tracer: untraced/traced CPU seconds, ' + method:<48} {r['cpu_ratio']:>10.3f}")
+    c = results["item_cost"]
+    lines.append(f"{'tracer: µs per item, untraced / traced':<48} {c['untraced_us']:>10.2f} / {c['traced_us']:.2f}")
     for method, r in results["redraw"].items():
         lines.append(f"{'redraw: slider to chart / ideal, ' + method:<48} {r['ratio']:>10.2f}   "
                      + ("<= 1.3" if method == "fork" else "(reported)"))

@@ -225,9 +225,14 @@ class TracedLoader:
 
     def _shut_down(self, iterator: Any) -> None:
         start = perf_counter_ns()
+        # The threads that feed indices to the workers: PyTorch closes their queues without
+        # waiting for them, so wait here (bounded) to leave no thread of this run behind.
+        feeders = [q._thread for q in getattr(iterator, "_index_queues", ()) if getattr(q, "_thread", None) is not None]
         shut_down_workers = getattr(iterator, "_shutdown_workers", None)
         if shut_down_workers is not None:
             shut_down_workers()
+        for feeder in feeders:
+            feeder.join(SHUTDOWN_WAIT_S)
         self._log.record(Kind.ITER_CLOSED, start, perf_counter_ns())
 
     def close(self) -> Trace:

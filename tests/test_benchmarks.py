@@ -17,6 +17,7 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
     assert results["quick"] is True
     assert set(results) >= {"tracer_overhead", "redraw", "series", "start_methods", "machine"}
     assert all(r["ratio"] > 0 and r["cpu_ratio"] > 0 for r in results["tracer_overhead"].values())
+    assert results["item_cost"]["traced_us"] > 0
     assert all(r["ratio"] > 0 for r in results["redraw"].values())
     assert results["series"]["peak_pss_mib"] > 0 and results["series"]["per_notebook_s"]
     for line in ("tracer: traced/untraced throughput", "redraw: slider to chart / ideal", "series: every notebook",
