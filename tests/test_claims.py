@@ -132,3 +132,14 @@ def test_default_start_methods_includes_this_python() -> None:
     import multiprocessing
 
     assert default_start_methods()[platform.python_version()] == multiprocessing.get_start_method()
+
+
+def test_first_batch_with_reports_what_the_loader_said(start_method: str) -> None:
+    from helpers.claims import first_batch_with
+    from helpers.datasets import FaultyDataset
+
+    before = __import__("helpers").descendants()
+    assert first_batch_with(SleepDataset(size=2, delay=0.0), start_method) == "ok"
+    failed = first_batch_with(FaultyDataset(size=2, fail_on=(0,)), start_method)
+    assert failed == "ValueError: ValueError: item 0 is corrupt"
+    assert __import__("helpers").descendants() == before
