@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "private_growth",
     "run_script",
     "summary_table",
+    "threads_added_by_pin_memory",
     "verdict_c1",
     "verdict_c2",
     "verdict_c3",
@@ -328,6 +330,22 @@ def first_batch_with(dataset: Dataset, start_method: str, num_workers: int = 1, 
             shut_down()
         del iterator
         wait_until_gone(descendants() - before)
+
+
+def threads_added_by_pin_memory(dataset: Dataset, num_workers: int = 2) -> list[str]:
+    """Names of the threads this kernel runs while a loader with ``pin_memory=True`` delivers its
+    first batch, that the same loader without it does not run."""
+
+    def threads_at_first_batch(pin_memory: bool) -> dict[int | None, str]:
+        with trace_loader(dataset, batch_size=2, num_workers=num_workers, pin_memory=pin_memory) as loader:
+            running = {}
+            for _ in loader:
+                running = {t.ident: t.name for t in threading.enumerate()}
+                break
+        return running
+
+    without = threads_at_first_batch(False)
+    return sorted(name for ident, name in threads_at_first_batch(True).items() if ident not in without)
 
 
 def worker_parents(dataset: Dataset, start_method: str, num_workers: int = 2) -> list[tuple[int, int, str]]:

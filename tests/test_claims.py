@@ -143,3 +143,15 @@ def test_first_batch_with_reports_what_the_loader_said(start_method: str) -> Non
     failed = first_batch_with(FaultyDataset(size=2, fail_on=(0,)), start_method)
     assert failed == "ValueError: ValueError: item 0 is corrupt"
     assert __import__("helpers").descendants() == before
+
+
+def test_pin_memory_starts_a_thread_only_with_an_accelerator() -> None:
+    import torch
+
+    from helpers.claims import threads_added_by_pin_memory
+
+    added = threads_added_by_pin_memory(SleepDataset(size=4, delay=0.0))
+    if torch.accelerator.is_available():
+        assert len(added) == 1 and "pin_memory" in added[0]
+    else:
+        assert added == []
