@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: lab test benchmark chromium
+.PHONY: lab test test-fast check format notebooks benchmark chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,18 @@ test: $(VENV)/.test-installed $(LAB_SETTINGS) chromium
 
 benchmark: $(VENV)/.lab-installed
 	$(BIN)/python -m benchmarks
+
+# Notebooks are built from notebooks/src/*.py (Jupytext percent format): edit those, then run this.
+notebooks: $(VENV)/.test-installed
+	$(BIN)/python tools/build_notebooks.py
+
+# Format, lint and type-check with the settings in pyproject.toml; notebooks must match their sources.
+check: $(VENV)/.test-installed
+	$(BIN)/ruff format --check helpers tests benchmarks tools
+	$(BIN)/ruff check helpers tests benchmarks tools
+	$(BIN)/mypy
+	$(BIN)/python tools/build_notebooks.py --check
+
+format: $(VENV)/.test-installed
+	$(BIN)/ruff format helpers tests benchmarks tools
+	$(BIN)/ruff check --fix helpers tests benchmarks tools

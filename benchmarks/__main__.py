@@ -135,7 +135,9 @@ def redraw(method: str, reps: int, delay: float) -> dict[str, Any]:
     """Seconds from a slider change to the new chart, over the ideal time of the experiment it
     runs: rounds of batches per worker x batch size x delay (the article's sleep scenario)."""
     size, batch_size = 10, 2
-    panel = SwimlanePanel(SleepDataset(size=size, delay=delay), num_workers=2, batch_size=batch_size, start_method=method)
+    panel = SwimlanePanel(
+        SleepDataset(size=size, delay=delay), num_workers=2, batch_size=batch_size, start_method=method
+    )
     ratios, seconds = [], []
     values = [4, 3, 2] * math.ceil(reps / 3)
     for workers in values[:reps]:
@@ -190,50 +192,79 @@ def series(notebooks: list[Path]) -> dict[str, Any]:
         for path in notebooks:
             nb = nbformat.read(path, as_version=4)
             began = time.perf_counter()
-            NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(
+                nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            ).execute()
             per_notebook[path.name] = time.perf_counter() - began
             for number, cell in enumerate(nb.cells):
                 timing = cell.get("metadata", {}).get("execution", {})
                 if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
-                    took = (datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
-                            - datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
+                    took = (
+                        datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+                        - datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+                    ).total_seconds()
                     slowest = max(slowest, (took, f"{path.name} cell {number}"))
         total = time.perf_counter() - started
-    return {"wall_s": total, "per_notebook_s": per_notebook, "slowest_cell_s": slowest[0], "slowest_cell": slowest[1],
-            "peak_pss_mib": memory.peak / 2**20}
+    return {
+        "wall_s": total,
+        "per_notebook_s": per_notebook,
+        "slowest_cell_s": slowest[0],
+        "slowest_cell": slowest[1],
+        "peak_pss_mib": memory.peak / 2**20,
+    }
 
 
 def start_methods(reps: int) -> dict[str, Any]:
     """``iter()`` cost and time to the first batch, per start method (2 workers)."""
     found = {}
     for method in METHODS:
-        costs = [epoch_costs(run_experiment(SleepDataset(size=8, delay=0.0), batch_size=2, num_workers=2,
-                                            start_method=method))[0] for _ in range(reps)]
-        found[method] = {"iter_ms": 1000 * statistics.median(c.iter_s for c in costs),
-                         "first_batch_ms": 1000 * statistics.median(c.first_batch_s for c in costs)}
+        costs = [
+            epoch_costs(
+                run_experiment(
+                    SleepDataset(size=8, delay=0.0), batch_size=2, num_workers=2, start_method=method
+                )
+            )[0]
+            for _ in range(reps)
+        ]
+        found[method] = {
+            "iter_ms": 1000 * statistics.median(c.iter_s for c in costs),
+            "first_batch_ms": 1000 * statistics.median(c.first_batch_s for c in costs),
+        }
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and one repetition: a smoke run, not a measurement")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and one repetition: a smoke run, not a measurement"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results.json")
     args = parser.parse_args(argv)
     reps = 1 if args.quick else 5
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "platform": f"{platform.system()} {platform.machine()}"},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "platform": f"{platform.system()} {platform.machine()}",
+        },
         "quick": args.quick,
         "repetitions": reps,
     }
     print(f"benchmarks on {results['machine']}, {reps} paired repetition(s)", flush=True)
-    results["tracer_overhead"] = {m: tracer_overhead(m, 2_000 if args.quick else 50_000, reps) for m in ("fork", "spawn")
-                                  if m in METHODS}
+    results["tracer_overhead"] = {
+        m: tracer_overhead(m, 2_000 if args.quick else 50_000, reps)
+        for m in ("fork", "spawn")
+        if m in METHODS
+    }
     results["item_cost"] = item_cost(2_000 if args.quick else 50_000, reps)
-    results["redraw"] = {m: redraw(m, 1 if args.quick else 6, 0.01 if args.quick else 0.1) for m in ("fork", "spawn")
-                         if m in METHODS}
+    results["redraw"] = {
+        m: redraw(m, 1 if args.quick else 6, 0.01 if args.quick else 0.1)
+        for m in ("fork", "spawn")
+        if m in METHODS
+    }
     results["start_methods"] = start_methods(reps)
     results["series"] = series(notebooks[:1] if args.quick else notebooks)
 
@@ -250,13 +281,19 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{'  pairs ranged from':<48} {r['ratio_range'][0]:>10.3f} to {r['ratio_range'][1]:.3f}")
         lines.append(f"{'tracer: untraced/traced CPU seconds, ' + method:<48} {r['cpu_ratio']:>10.3f}")
     c = results["item_cost"]
-    lines.append(f"{'tracer: µs per item, untraced / traced':<48} {c['untraced_us']:>10.2f} / {c['traced_us']:.2f}")
+    lines.append(
+        f"{'tracer: µs per item, untraced / traced':<48} {c['untraced_us']:>10.2f} / {c['traced_us']:.2f}"
+    )
     for method, r in results["redraw"].items():
-        lines.append(f"{'redraw: slider to chart / ideal, ' + method:<48} {r['ratio']:>10.2f}   "
-                     + ("<= 1.3" if method == "fork" else "(reported)"))
+        lines.append(
+            f"{'redraw: slider to chart / ideal, ' + method:<48} {r['ratio']:>10.2f}   "
+            + ("<= 1.3" if method == "fork" else "(reported)")
+        )
     s = results["series"]
     lines.append(f"{'series: every notebook, wall time (s)':<48} {s['wall_s']:>10.1f}   <= 120")
-    lines.append(f"{'series: slowest cell (s) — ' + s['slowest_cell']:<48} {s['slowest_cell_s']:>10.1f}   <= 10")
+    lines.append(
+        f"{'series: slowest cell (s) — ' + s['slowest_cell']:<48} {s['slowest_cell_s']:>10.1f}   <= 10"
+    )
     lines.append(f"{'series: peak PSS of kernels + workers (MiB)':<48} {s['peak_pss_mib']:>10.0f}   <= 1536")
     for method, r in results["start_methods"].items():
         lines.append(f"{'start method ' + method + ': iter() (ms)':<48} {r['iter_ms']:>10.1f}")

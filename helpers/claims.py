@@ -73,7 +73,9 @@ class Verdict:
         return f"{self.claim} {self.outcome.upper()} here. Claim: {self.statement}\nMeasured: {self.evidence}"
 
     def _repr_markdown_(self) -> str:
-        mark = {"holds": "✅", "does not hold": "❌", "holds only in part": "⚠️", "not measured": "⏭️"}[self.outcome]
+        mark = {"holds": "✅", "does not hold": "❌", "holds only in part": "⚠️", "not measured": "⏭️"}[
+            self.outcome
+        ]
         return f"**{self.claim} {mark} {self.outcome} on this machine.** *Claim:* {self.statement}<br>*Measured:* {self.evidence}"
 
 
@@ -89,7 +91,7 @@ class VerdictTable:
     def _repr_markdown_(self) -> str:
         rows = ["| claim | the article says | on this machine | what was measured |", "|---|---|---|---|"]
         for v in self.verdicts:
-            cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            cell = lambda text: text.replace("|", "\\|").replace("\n", " ")
             rows.append(f"| {v.claim} | {cell(v.statement)} | **{v.outcome}** | {cell(v.evidence)} |")
         return "\n".join(rows)
 
@@ -155,7 +157,9 @@ def verdict_c2(counts: ProcessCounts, trace: Trace) -> Verdict:
     """C2 holds only if workers appear one by one as batches are needed, not all inside ``iter()``."""
     first_batch = trace.first(Kind.BATCH_RECEIVED)
     iter_called = trace.first(Kind.ITER_CALLED)
-    handed_out = [e for e in trace.of(Kind.BATCH_REQUESTED) if first_batch is None or e.start < first_batch.start]
+    handed_out = [
+        e for e in trace.of(Kind.BATCH_REQUESTED) if first_batch is None or e.start < first_batch.start
+    ]
     all_at_iter = counts.num_workers > 0 and counts.after_iter == counts.num_workers
     iter_ms = (iter_called.duration * 1000) if iter_called else float("nan")
     return Verdict(
@@ -210,20 +214,35 @@ def verdict_c3(report: MemoryReport, baseline: MemoryReport) -> Verdict:
     copies = growth / data if data else 0.0
     created = report.trace.first(Kind.LOADER_CREATED)
     started = report.trace.first(Kind.WORKER_STARTED)
-    order = (f"the array was built before DataLoader() (t = {created.start:.3f} s) and the workers started "
-             f"after it, at t = {started.start:.3f} s" if created and started else "the array was built first")
-    statement = "lazy creation is what keeps workers from inheriting duplicated copies of a large NumPy array."
+    order = (
+        f"the array was built before DataLoader() (t = {created.start:.3f} s) and the workers started "
+        f"after it, at t = {started.start:.3f} s"
+        if created and started
+        else "the array was built first"
+    )
+    statement = (
+        "lazy creation is what keeps workers from inheriting duplicated copies of a large NumPy array."
+    )
     if copies >= 0.5:
-        return Verdict("C3", statement, False,
-                       f"under {report.start_method}, each worker's private memory (USS) grew by {growth / mib:.0f} MiB "
-                       f"for a {data / mib:.0f} MiB array: every worker holds its own copy ({copies:.2f} copies each), "
-                       f"because {report.start_method} sends each worker the pickled dataset. Lazy creation did not "
-                       f"prevent it: {order}.")
-    return Verdict("C3", statement, True,
-                   f"under {report.start_method}, each worker's private memory (USS) grew by only {max(growth, 0) / mib:.0f} MiB "
-                   f"for a {data / mib:.0f} MiB array: the workers share the parent's pages (counted in their RSS, "
-                   f"{report.worker_rss / mib:.0f} MiB) through fork's copy-on-write. That is fork's doing, not lazy "
-                   f"creation's: {order}, so they inherited it all the same.", partly=True)
+        return Verdict(
+            "C3",
+            statement,
+            False,
+            f"under {report.start_method}, each worker's private memory (USS) grew by {growth / mib:.0f} MiB "
+            f"for a {data / mib:.0f} MiB array: every worker holds its own copy ({copies:.2f} copies each), "
+            f"because {report.start_method} sends each worker the pickled dataset. Lazy creation did not "
+            f"prevent it: {order}.",
+        )
+    return Verdict(
+        "C3",
+        statement,
+        True,
+        f"under {report.start_method}, each worker's private memory (USS) grew by only {max(growth, 0) / mib:.0f} MiB "
+        f"for a {data / mib:.0f} MiB array: the workers share the parent's pages (counted in their RSS, "
+        f"{report.worker_rss / mib:.0f} MiB) through fork's copy-on-write. That is fork's doing, not lazy "
+        f"creation's: {order}, so they inherited it all the same.",
+        partly=True,
+    )
 
 
 def verdict_c5(trace: Trace, without_workers: Trace | None = None) -> Verdict:
@@ -237,7 +256,8 @@ def verdict_c5(trace: Trace, without_workers: Trace | None = None) -> Verdict:
         return bool(collates) and len(in_workers) == len(collates), (
             f"with num_workers={run.settings.get('num_workers')}, {len(in_workers)} of {len(collates)} collate calls "
             f"ran in worker processes (PIDs {pids}) and {len(collates) - len(in_workers)} in the main process "
-            f"(PID {run.main_pid})")
+            f"(PID {run.main_pid})"
+        )
 
     holds, evidence = where(trace)
     partly = False
@@ -245,7 +265,9 @@ def verdict_c5(trace: Trace, without_workers: Trace | None = None) -> Verdict:
         holds_without, more = where(without_workers)
         partly = holds and not holds_without
         evidence += "; " + more
-    return Verdict("C5", "a custom collate_fn runs inside the worker processes.", holds, evidence + ".", partly=partly)
+    return Verdict(
+        "C5", "a custom collate_fn runs inside the worker processes.", holds, evidence + ".", partly=partly
+    )
 
 
 @dataclass(frozen=True)
@@ -266,7 +288,14 @@ def epoch_costs(trace: Trace) -> list[EpochCost]:
     for number, (call, until) in enumerate(zip(iters, bounds), start=1):
         received = [e for e in trace.of(Kind.BATCH_RECEIVED) if call.start <= e.end < until]
         started = [e for e in trace.of(Kind.WORKER_STARTED) if call.start <= e.start < until]
-        costs.append(EpochCost(number, call.duration, (received[0].end - call.start) if received else float("nan"), len(started)))
+        costs.append(
+            EpochCost(
+                number,
+                call.duration,
+                (received[0].end - call.start) if received else float("nan"),
+                len(started),
+            )
+        )
     return costs
 
 
@@ -278,25 +307,35 @@ def verdict_c6(trace: Trace, persistent: Trace) -> Verdict:
     epochs, kept = epoch_costs(trace), epoch_costs(persistent)
     again = [c.workers_started for c in epochs[1:]]
     later = sum(again)
-    return Verdict(
-        "C6", 'workers are deferred "to avoid overhead of creating workers when not immediately required".',
-        not trace.processes_after_construction,
-        f"DataLoader() took {created.duration * 1000:.1f} ms and started {len(trace.processes_after_construction)} "
-        f"processes, so a loader that is never iterated costs nothing. But the cost is moved, not avoided: "
-        f"{' and '.join(f'epoch {c.epoch} started {c.workers_started} workers and waited {c.first_batch_s:.2f} s for its first batch' for c in epochs)}"
-        f" ({trace.start_method}). With persistent_workers=True: "
-        f"{' and '.join(f'epoch {c.epoch} started {c.workers_started} and waited {c.first_batch_s:.2f} s' for c in kept)}.",
-        partly=later > 0,
-    ) if created else Verdict("C6", "workers are deferred to avoid overhead", False, "no DataLoader() in the trace")
+    return (
+        Verdict(
+            "C6",
+            'workers are deferred "to avoid overhead of creating workers when not immediately required".',
+            not trace.processes_after_construction,
+            f"DataLoader() took {created.duration * 1000:.1f} ms and started {len(trace.processes_after_construction)} "
+            f"processes, so a loader that is never iterated costs nothing. But the cost is moved, not avoided: "
+            f"{' and '.join(f'epoch {c.epoch} started {c.workers_started} workers and waited {c.first_batch_s:.2f} s for its first batch' for c in epochs)}"
+            f" ({trace.start_method}). With persistent_workers=True: "
+            f"{' and '.join(f'epoch {c.epoch} started {c.workers_started} and waited {c.first_batch_s:.2f} s' for c in kept)}.",
+            partly=later > 0,
+        )
+        if created
+        else Verdict("C6", "workers are deferred to avoid overhead", False, "no DataLoader() in the trace")
+    )
 
 
 def verdict_c4() -> Verdict:
     """Where a CUDA GPU exists: initialise CUDA here, then let forked and spawned workers use it."""
     statement = "lazy creation prevents CUDA-context problems from fork."
     if not torch.cuda.is_available():
-        return Verdict("C4", statement, False, "no CUDA GPU is visible to this kernel, so the experiment was skipped.",
-                       measured=False)
-    from .datasets import CudaDataset  # noqa: PLC0415 (only where a GPU exists)
+        return Verdict(
+            "C4",
+            statement,
+            False,
+            "no CUDA GPU is visible to this kernel, so the experiment was skipped.",
+            measured=False,
+        )
+    from .datasets import CudaDataset
 
     torch.zeros(1, device="cuda")  # what a training script does before its loop: model.to("cuda")
     results = {}
@@ -304,7 +343,9 @@ def verdict_c4() -> Verdict:
         results[method] = first_batch_with(CudaDataset(), method)
     fork_failed = results["fork"] != "ok"
     return Verdict(
-        "C4", statement, not fork_failed,
+        "C4",
+        statement,
+        not fork_failed,
         f"CUDA was initialised in this kernel before iter(), as a training script does when it moves its model "
         f"to the GPU. Then fork workers that touch CUDA: {results['fork']}; spawn workers: {results['spawn']}. "
         f"Lazy creation starts the workers after CUDA is already initialised, so it cannot protect forked workers; "
@@ -316,7 +357,9 @@ def first_batch_with(dataset: Dataset, start_method: str, num_workers: int = 1, 
     """Take one batch from a plain ``DataLoader``; return ``"ok"`` or the error it raised, in one line.
     A worker that dies is noticed by PyTorch's own check (every 5 s); ``timeout`` also bounds the
     wait for one that hangs."""
-    loader = DataLoader(dataset, num_workers=num_workers, multiprocessing_context=start_method, timeout=timeout)
+    loader = DataLoader(
+        dataset, num_workers=num_workers, multiprocessing_context=start_method, timeout=timeout
+    )
     before = descendants()
     iterator = iter(loader)
     try:
@@ -352,7 +395,9 @@ def worker_parents(dataset: Dataset, start_method: str, num_workers: int = 2) ->
     """``(worker pid, parent pid, what the parent is)`` for each worker of a running loader."""
     me = os.getpid()
     found = []
-    with trace_loader(dataset, num_workers=num_workers, start_method=start_method, persistent_workers=True) as loader:
+    with trace_loader(
+        dataset, num_workers=num_workers, start_method=start_method, persistent_workers=True
+    ) as loader:
         for _ in loader:
             pass
         for pid in loader.worker_processes():
@@ -360,8 +405,13 @@ def worker_parents(dataset: Dataset, start_method: str, num_workers: int = 2) ->
             if parent is None:
                 continue
             command = " ".join(parent.cmdline())
-            what = ("this kernel" if parent.pid == me else
-                    "the fork server" if "forkserver" in command else parent.name())
+            what = (
+                "this kernel"
+                if parent.pid == me
+                else "the fork server"
+                if "forkserver" in command
+                else parent.name()
+            )
             found.append((pid, parent.pid, what))
     return found
 
@@ -387,8 +437,16 @@ def run_script(source: str, timeout: float = 120.0, shm_mib: int | None = None) 
         script.write_text(textwrap.dedent(source))
         command = [sys.executable, str(script)]
         if shm_mib is not None:
-            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                       f'mount -t tmpfs -o size={int(shm_mib)}m tmpfs /dev/shm && exec "$0" "$@"', *command]
+            command = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f'mount -t tmpfs -o size={int(shm_mib)}m tmpfs /dev/shm && exec "$0" "$@"',
+                *command,
+            ]
         try:
             done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:

@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "CudaDataset", "FaultyDataset", "ObjectListDataset", "SleepDataset", "stack_collate"]
+__all__ = [
+    "ArrayDataset",
+    "CudaDataset",
+    "FaultyDataset",
+    "ObjectListDataset",
+    "SleepDataset",
+    "stack_collate",
+]
 
 
 class SleepDataset(Dataset):
@@ -121,7 +128,9 @@ class ObjectListDataset(Dataset):
         return torch.tensor(sum(block) / len(block))
 
     def __repr__(self) -> str:
-        return f"ObjectListDataset(size={self.size}, values={len(self.values)}, {self.nbytes / 2**20:.0f} MiB)"
+        return (
+            f"ObjectListDataset(size={self.size}, values={len(self.values)}, {self.nbytes / 2**20:.0f} MiB)"
+        )
 
 
 class FaultyDataset(SleepDataset):
@@ -129,8 +138,14 @@ class FaultyDataset(SleepDataset):
     ``kill_on`` make the worker process loading them die of SIGKILL (as the out-of-memory killer
     would). ``kill_on`` never kills the main process: there it raises instead."""
 
-    def __init__(self, size: int = 8, delay: float = 0.02, fail_on: tuple[int, ...] = (), kill_on: tuple[int, ...] = (),
-                 shape: tuple[int, ...] = (3, 32, 32)) -> None:
+    def __init__(
+        self,
+        size: int = 8,
+        delay: float = 0.02,
+        fail_on: tuple[int, ...] = (),
+        kill_on: tuple[int, ...] = (),
+        shape: tuple[int, ...] = (3, 32, 32),
+    ) -> None:
         super().__init__(size=size, delay=delay, shape=shape)
         self.fail_on = frozenset(fail_on)
         self.kill_on = frozenset(kill_on)
@@ -139,14 +154,18 @@ class FaultyDataset(SleepDataset):
         item = super().__getitem__(index)
         if index in self.kill_on:
             if torch.utils.data.get_worker_info() is None:
-                raise RuntimeError(f"item {index} would kill its worker, but it is loading in the main process")
+                raise RuntimeError(
+                    f"item {index} would kill its worker, but it is loading in the main process"
+                )
             os.kill(os.getpid(), signal.SIGKILL)
         if index in self.fail_on:
             raise ValueError(f"item {index} is corrupt")
         return item
 
     def __repr__(self) -> str:
-        return f"FaultyDataset(size={self.size}, fail_on={sorted(self.fail_on)}, kill_on={sorted(self.kill_on)})"
+        return (
+            f"FaultyDataset(size={self.size}, fail_on={sorted(self.fail_on)}, kill_on={sorted(self.kill_on)})"
+        )
 
 
 class CudaDataset(Dataset):

@@ -17,9 +17,9 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from time import perf_counter_ns
 from typing import Any, NamedTuple
 
@@ -61,7 +61,15 @@ class Event(NamedTuple):
 
 _RECORD = struct.Struct("<qqqiii4x")
 _DTYPE = np.dtype(
-    [("start", "<i8"), ("end", "<i8"), ("index", "<i8"), ("pid", "<i4"), ("worker_id", "<i4"), ("kind", "<i4"), ("pad", "<i4")]
+    [
+        ("start", "<i8"),
+        ("end", "<i8"),
+        ("index", "<i8"),
+        ("pid", "<i4"),
+        ("worker_id", "<i4"),
+        ("kind", "<i4"),
+        ("pad", "<i4"),
+    ]
 )
 _CHUNK_RECORDS = 4096
 _CHUNK_BYTES = _CHUNK_RECORDS * _RECORD.size
@@ -100,7 +108,11 @@ class _Writer:
         killed mid-batch keeps the records of the items it finished."""
         n = len(indices)
         if n > _CHUNK_RECORDS:
-            return [item for start in range(0, n, _CHUNK_RECORDS) for item in self.load_items(load, indices[start:start + _CHUNK_RECORDS])]
+            return [
+                item
+                for start in range(0, n, _CHUNK_RECORDS)
+                for item in self.load_items(load, indices[start : start + _CHUNK_RECORDS])
+            ]
         if self._offset + n * _RECORD.size > _CHUNK_BYTES:
             self._next_chunk()
         first = self._offset // _RECORD.size
@@ -216,7 +228,14 @@ class Trace:
         iters = records["start"][records["kind"] == Kind.ITER_CALLED]
         t0 = int(iters[0]) if len(iters) else (int(records["start"][0]) if len(records) else 0)
         events = tuple(
-            Event(int(r["pid"]), int(r["worker_id"]), Kind(int(r["kind"])), (int(r["start"]) - t0) / 1e9, (int(r["end"]) - t0) / 1e9, int(r["index"]))
+            Event(
+                int(r["pid"]),
+                int(r["worker_id"]),
+                Kind(int(r["kind"])),
+                (int(r["start"]) - t0) / 1e9,
+                (int(r["end"]) - t0) / 1e9,
+                int(r["index"]),
+            )
             for r in records
         )
         return cls(events=events, **fields)
@@ -250,8 +269,16 @@ class Trace:
     def batches_received(self) -> int:
         return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)
 
-    def log_lines(self, kinds: tuple[Kind, ...] = (Kind.WORKER_STARTED, Kind.ITEM_LOADED, Kind.ITEM_FAILED,
-                                                   Kind.COLLATED, Kind.BATCH_RECEIVED)) -> str:
+    def log_lines(
+        self,
+        kinds: tuple[Kind, ...] = (
+            Kind.WORKER_STARTED,
+            Kind.ITEM_LOADED,
+            Kind.ITEM_FAILED,
+            Kind.COLLATED,
+            Kind.BATCH_RECEIVED,
+        ),
+    ) -> str:
         """The events as lines of text in time order, like prints with exact times and PIDs."""
         lines = []
         for e in sorted(self.of(*kinds), key=lambda e: e.end):

@@ -16,8 +16,15 @@ from collections.abc import Callable, Iterator
 from time import perf_counter_ns
 from typing import Any
 
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-from torch.utils.data import default_collate
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from .events import EventLog, Kind, Trace
 from .system import descendants, wait_until_gone
@@ -47,7 +54,11 @@ def _defined_interactively(obj: object) -> bool:
     target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
     if getattr(target, "__module__", None) != "__main__":
         return False
-    functions = [target] if inspect.isfunction(target) else [f for f in vars(target).values() if inspect.isfunction(f)]
+    functions = (
+        [target]
+        if inspect.isfunction(target)
+        else [f for f in vars(target).values() if inspect.isfunction(f)]
+    )
     source = functions[0].__code__.co_filename if functions else None
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     return main_file is None or source is None or os.path.realpath(source) != os.path.realpath(main_file)
@@ -67,10 +78,16 @@ def check_settings(
 ) -> str | None:
     """Raise ``ValueError`` naming the first bad setting; return the start method workers will use
     (``None`` without workers). Starts no process."""
-    if isinstance(dataset, IterableDataset) or not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise ValueError(f"tracing needs a map-style dataset (with __getitem__ and __len__), got {type(dataset).__name__}")
+    if isinstance(dataset, IterableDataset) or not (
+        hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+    ):
+        raise ValueError(
+            f"tracing needs a map-style dataset (with __getitem__ and __len__), got {type(dataset).__name__}"
+        )
     if not _is_count(num_workers, 0):
-        raise ValueError(f"num_workers must be a whole number >= 0 (0 loads in the main process), got {num_workers!r}")
+        raise ValueError(
+            f"num_workers must be a whole number >= 0 (0 loads in the main process), got {num_workers!r}"
+        )
     if not _is_count(batch_size, 1):
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     methods = multiprocessing.get_all_start_methods()
@@ -78,7 +95,9 @@ def check_settings(
         raise ValueError(f"unknown start method {start_method!r}; this machine offers {', '.join(methods)}")
     if prefetch_factor is not None:
         if num_workers == 0:
-            raise ValueError("prefetch_factor only applies with workers: set num_workers > 0 or prefetch_factor=None")
+            raise ValueError(
+                "prefetch_factor only applies with workers: set num_workers > 0 or prefetch_factor=None"
+            )
         if not _is_count(prefetch_factor, 1):
             raise ValueError(f"prefetch_factor must be a whole number >= 1, got {prefetch_factor!r}")
     if persistent_workers and num_workers == 0:
@@ -111,7 +130,9 @@ def _check_picklable(method: str, **parts: object) -> None:
         try:
             pickle.Pickler(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(part)
         except Exception as exc:  # pickle raises many types here
-            raise ValueError(f"{name} cannot be pickled, and {method} workers receive it pickled: {exc}") from exc
+            raise ValueError(
+                f"{name} cannot be pickled, and {method} workers receive it pickled: {exc}"
+            ) from exc
 
 
 class TracedLoader:
@@ -159,7 +180,9 @@ class TracedLoader:
             "pin_memory": pin_memory,
             "timeout": timeout,
             "drop_last": drop_last,
-            "collate_fn": getattr(collate_fn, "__name__", repr(collate_fn)) if collate_fn else "default_collate",
+            "collate_fn": getattr(collate_fn, "__name__", repr(collate_fn))
+            if collate_fn
+            else "default_collate",
         }
         self._log = EventLog()
         self._trace: Trace | None = None
@@ -227,7 +250,11 @@ class TracedLoader:
         start = perf_counter_ns()
         # The threads that feed indices to the workers: PyTorch closes their queues without
         # waiting for them, so wait here (bounded) to leave no thread of this run behind.
-        feeders = [q._thread for q in getattr(iterator, "_index_queues", ()) if getattr(q, "_thread", None) is not None]
+        feeders = [
+            q._thread
+            for q in getattr(iterator, "_index_queues", ())
+            if getattr(q, "_thread", None) is not None
+        ]
         shut_down_workers = getattr(iterator, "_shutdown_workers", None)
         if shut_down_workers is not None:
             shut_down_workers()
@@ -261,7 +288,9 @@ class TracedLoader:
     def trace(self) -> Trace:
         """The trace of everything this loader did; available once it is closed."""
         if self._trace is None:
-            raise RuntimeError("the trace is ready once the loader is closed: use `with trace_loader(...) as loader:`")
+            raise RuntimeError(
+                "the trace is ready once the loader is closed: use `with trace_loader(...) as loader:`"
+            )
         return self._trace
 
     def __enter__(self) -> TracedLoader:

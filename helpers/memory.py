@@ -67,8 +67,10 @@ class MemoryReport:
 
     def table(self) -> str:
         """The numbers as text, in MiB."""
-        lines = [f"{self.dataset}, start method {self.start_method}",
-                 f"{'process':>10} {'pid':>8} {'RSS':>8} {'USS':>8} {'PSS':>8}   (MiB)"]
+        lines = [
+            f"{self.dataset}, start method {self.start_method}",
+            f"{'process':>10} {'pid':>8} {'RSS':>8} {'USS':>8} {'PSS':>8}   (MiB)",
+        ]
         for p in (self.main, *self.workers):
             pss = "n/a" if p.pss is None else f"{p.pss / MIB:.0f}"
             lines.append(f"{p.role:>10} {p.pid:>8} {p.rss / MIB:>8.0f} {p.uss / MIB:>8.0f} {pss:>8}")
@@ -78,17 +80,34 @@ class MemoryReport:
         return self.table()
 
 
-def measure_memory(dataset: Dataset, *, start_method: str | None = None, num_workers: int = 2, batch_size: int = 1) -> MemoryReport:
+def measure_memory(
+    dataset: Dataset, *, start_method: str | None = None, num_workers: int = 2, batch_size: int = 1
+) -> MemoryReport:
     """Run one epoch over ``dataset`` with persistent workers, so that together they read all of
     it; then, while they are still alive, measure the main process and every worker."""
-    with trace_loader(dataset, batch_size=batch_size, num_workers=num_workers, start_method=start_method,
-                      persistent_workers=True) as loader:
+    with trace_loader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        start_method=start_method,
+        persistent_workers=True,
+    ) as loader:
         for _ in loader:
             pass
         main = ProcessMemory.of("main", os.getpid())
         measured = [ProcessMemory.of("worker", pid) for pid in loader.worker_processes()]
     ids = loader.trace.worker_pids
-    workers = tuple(sorted((replace(m, role=f"worker {ids[m.pid]}") for m in measured if m.pid in ids),
-                           key=lambda m: ids[m.pid]))
-    return MemoryReport(repr(dataset), getattr(dataset, "nbytes", None), loader.start_method or "none",
-                        main, workers, loader.trace)
+    workers = tuple(
+        sorted(
+            (replace(m, role=f"worker {ids[m.pid]}") for m in measured if m.pid in ids),
+            key=lambda m: ids[m.pid],
+        )
+    )
+    return MemoryReport(
+        repr(dataset),
+        getattr(dataset, "nbytes", None),
+        loader.start_method or "none",
+        main,
+        workers,
+        loader.trace,
+    )

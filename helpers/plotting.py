@@ -18,7 +18,16 @@ from matplotlib.patches import Patch
 from .events import Event, Kind, Trace
 from .memory import MemoryReport
 
-__all__ = ["COLORS", "STYLE", "compare_swimlanes", "figure_png", "lanes", "legend_figure", "plot_memory", "plot_swimlanes"]
+__all__ = [
+    "COLORS",
+    "STYLE",
+    "compare_swimlanes",
+    "figure_png",
+    "lanes",
+    "legend_figure",
+    "plot_memory",
+    "plot_swimlanes",
+]
 
 #: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
 COLORS = {
@@ -73,7 +82,15 @@ def _received_labels(ax: Axes, events: Sequence[Event], y: float, span: float) -
         ax.text(last.end, y + 0.5, text, ha="center", va="bottom", fontsize=12)
 
 
-def _bars(ax: Axes, events: Sequence[Event], y: float, color: str, hatch: str | None, label_fmt: str | None, span: float) -> None:
+def _bars(
+    ax: Axes,
+    events: Sequence[Event],
+    y: float,
+    color: str,
+    hatch: str | None,
+    label_fmt: str | None,
+    span: float,
+) -> None:
     if not events:
         return
     ax.broken_barh(
@@ -88,12 +105,25 @@ def _bars(ax: Axes, events: Sequence[Event], y: float, color: str, hatch: str | 
         return
     for e in events:
         if e.duration > span * 0.03:
-            ax.text(e.start + e.duration / 2, y, label_fmt.format(e.index), ha="center", va="center",
-                    fontsize=12, color="white" if color == COLORS["item"] else COLORS["ink"], fontweight="bold")
+            ax.text(
+                e.start + e.duration / 2,
+                y,
+                label_fmt.format(e.index),
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="white" if color == COLORS["item"] else COLORS["ink"],
+                fontweight="bold",
+            )
 
 
-def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = None, xlim: tuple[float, float] | None = None,
-                   legend: bool = True) -> Figure:
+def plot_swimlanes(
+    trace: Trace,
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlim: tuple[float, float] | None = None,
+    legend: bool = True,
+) -> Figure:
     """Draw ``trace`` as swimlanes and return the figure.
 
     Bars: items loading (blue, labelled with the dataset index), collate (orange, hatched,
@@ -112,7 +142,9 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
         elif ax is None:  # fixed margins (in inches) instead of a layout engine: quicker to redraw
             height = 1.6 + 0.95 * len(lane_list)
             fig = Figure(figsize=(13, height))
-            fig.subplots_adjust(left=1.45 / 13, right=1 - 0.25 / 13, top=1 - 0.75 / height, bottom=0.8 / height)
+            fig.subplots_adjust(
+                left=1.45 / 13, right=1 - 0.25 / 13, top=1 - 0.75 / height, bottom=0.8 / height
+            )
             ax = fig.add_subplot()
         else:
             fig = ax.get_figure()  # type: ignore[assignment]
@@ -123,7 +155,7 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
 
         for pid, y in ys.items():
             mine = [e for e in trace.events if e.pid == pid]
-            of = lambda *kinds: [e for e in mine if e.kind in kinds]  # noqa: E731
+            of = lambda *kinds: [e for e in mine if e.kind in kinds]
             _bars(ax, of(Kind.BATCH_RECEIVED), y, COLORS["wait"], None, None, span)
             _bars(ax, of(Kind.ITER_CLOSED), y, COLORS["close"], None, None, span)
             _bars(ax, of(Kind.LOADER_CREATED, Kind.ITER_CALLED), y, COLORS["start"], "..", None, span)
@@ -131,20 +163,51 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
             _bars(ax, of(Kind.ITEM_FAILED), y, COLORS["failed"], "xx", "{}", span)
             _bars(ax, of(Kind.COLLATED), y, COLORS["collate"], "//", "b{}", span)
             for e in of(Kind.WORKER_STARTED):
-                ax.plot(e.start, y, marker="*", markersize=22, color=COLORS["start"], markeredgecolor=COLORS["ink"], zorder=5)
+                ax.plot(
+                    e.start,
+                    y,
+                    marker="*",
+                    markersize=22,
+                    color=COLORS["start"],
+                    markeredgecolor=COLORS["ink"],
+                    zorder=5,
+                )
             for e in of(Kind.WORKER_EXITED):
                 ax.plot(e.start, y, marker="X", markersize=13, color=COLORS["ink"], zorder=5)
             if pid != trace.main_pid and mine and not of(Kind.WORKER_EXITED) and trace.error is not None:
                 last = max(e.end for e in mine)  # it never exited normally: killed, or stopped by the error
-                ax.plot(last, y, marker="X", markersize=16, color=COLORS["failed"], markeredgecolor=COLORS["ink"], zorder=6)
+                ax.plot(
+                    last,
+                    y,
+                    marker="X",
+                    markersize=16,
+                    color=COLORS["failed"],
+                    markeredgecolor=COLORS["ink"],
+                    zorder=6,
+                )
             requested = of(Kind.BATCH_REQUESTED)
             if requested:
-                ax.plot([e.start for e in requested], [y - 0.42] * len(requested), linestyle="none", marker="^",
-                        markersize=10, color=COLORS["request"], markeredgecolor=COLORS["ink"], zorder=5)
+                ax.plot(
+                    [e.start for e in requested],
+                    [y - 0.42] * len(requested),
+                    linestyle="none",
+                    marker="^",
+                    markersize=10,
+                    color=COLORS["request"],
+                    markeredgecolor=COLORS["ink"],
+                    zorder=5,
+                )
             received = of(Kind.BATCH_RECEIVED)
             if received:
-                ax.plot([e.end for e in received], [y + 0.42] * len(received), linestyle="none", marker="v",
-                        markersize=12, color=COLORS["ink"], zorder=5)
+                ax.plot(
+                    [e.end for e in received],
+                    [y + 0.42] * len(received),
+                    linestyle="none",
+                    marker="v",
+                    markersize=12,
+                    color=COLORS["ink"],
+                    zorder=5,
+                )
                 _received_labels(ax, received, y, span)
 
         for e in trace.of(Kind.LOADER_CREATED):
@@ -160,13 +223,22 @@ def plot_swimlanes(trace: Trace, ax: Axes | None = None, title: str | None = Non
         ax.set_xlabel("seconds since iter()")
         ax.grid(axis="x", alpha=0.3)
         settings = trace.settings
-        ax.set_title(title or (
-            f"num_workers={settings.get('num_workers')}, batch_size={settings.get('batch_size')}, "
-            f"start method: {trace.start_method or 'none'}"
-        ), loc="left")
+        ax.set_title(
+            title
+            or (
+                f"num_workers={settings.get('num_workers')}, batch_size={settings.get('batch_size')}, "
+                f"start method: {trace.start_method or 'none'}"
+            ),
+            loc="left",
+        )
         if legend:
-            ax.legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / len(lane_list)),
-                      ncol=4, frameon=False)
+            ax.legend(
+                handles=_legend_handles(),
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.18 - 0.3 / len(lane_list)),
+                ncol=4,
+                frameon=False,
+            )
     return fig
 
 
@@ -183,7 +255,9 @@ def compare_swimlanes(traces: Mapping[str, Trace]) -> Figure:
             plot_swimlanes(trace, ax=ax, title=title, xlim=xlim, legend=False)
         for ax in axes[:-1]:
             ax.set_xlabel("")
-        axes[-1].legend(handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False)
+        axes[-1].legend(
+            handles=_legend_handles(), loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=4, frameon=False
+        )
     return fig
 
 
@@ -200,24 +274,48 @@ def plot_memory(reports: Mapping[str, MemoryReport]) -> Figure:
             uss = [p.uss / mib for p in processes]
             shared = [(p.rss - p.uss) / mib for p in processes]
             ax.bar(x, uss, color=COLORS["failed"], edgecolor=COLORS["ink"], label="private (USS)")
-            ax.bar(x, shared, bottom=uss, color=COLORS["wait"], edgecolor=COLORS["ink"], hatch="//",
-                   label="shared with other processes (RSS - USS)")
+            ax.bar(
+                x,
+                shared,
+                bottom=uss,
+                color=COLORS["wait"],
+                edgecolor=COLORS["ink"],
+                hatch="//",
+                label="shared with other processes (RSS - USS)",
+            )
             for i, p in enumerate(processes):
                 inside = p.uss / mib > 0.08 * max(q.rss / mib for q in processes)
-                ax.text(i, p.uss / mib / 2 if inside else p.uss / mib, f"{p.uss / mib:.0f}", ha="center",
-                        va="center" if inside else "bottom", color="white" if inside else COLORS["ink"], fontweight="bold")
+                ax.text(
+                    i,
+                    p.uss / mib / 2 if inside else p.uss / mib,
+                    f"{p.uss / mib:.0f}",
+                    ha="center",
+                    va="center" if inside else "bottom",
+                    color="white" if inside else COLORS["ink"],
+                    fontweight="bold",
+                )
                 if p.pss is not None:
                     ax.plot([i - 0.45, i + 0.45], [p.pss / mib] * 2, color=COLORS["ink"], linewidth=3)
             if report.data_bytes:
                 ax.axhline(report.data_bytes / mib, color=COLORS["item"], linestyle="--", linewidth=2)
-                ax.text(-0.5, report.data_bytes / mib, " data size", color=COLORS["item"], ha="left", va="bottom",
-                        fontsize=13, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+                ax.text(
+                    -0.5,
+                    report.data_bytes / mib,
+                    " data size",
+                    color=COLORS["item"],
+                    ha="left",
+                    va="bottom",
+                    fontsize=13,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+                )
             ax.set_xticks(list(x), [p.role.replace("worker ", "worker\n") for p in processes])
             ax.set_title(title, loc="left")
             ax.grid(axis="y", alpha=0.3)
         axes[0].set_ylabel("memory (MiB)")
         handles, _ = axes[0].get_legend_handles_labels()
-        handles.append(Line2D([], [], color=COLORS["ink"], linewidth=3, label="PSS (fair share of shared pages)"))
+        handles.append(
+            Line2D([], [], color=COLORS["ink"], linewidth=3, label="PSS (fair share of shared pages)")
+        )
         fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     return fig
 
@@ -236,13 +334,51 @@ def _legend_handles() -> list[Patch | Line2D]:
         Patch(facecolor=COLORS["collate"], edgecolor=COLORS["ink"], hatch="//", label="collate (batch no.)"),
         Patch(facecolor=COLORS["failed"], edgecolor=COLORS["ink"], hatch="xx", label="item failed"),
         Patch(facecolor=COLORS["wait"], edgecolor=COLORS["ink"], label="main waits for batch"),
-        Patch(facecolor=COLORS["start"], edgecolor=COLORS["ink"], hatch="..", label="DataLoader() / iter() run"),
-        Line2D([], [], marker="*", markersize=18, color=COLORS["start"], markeredgecolor=COLORS["ink"], linestyle="none", label="worker process starts"),
-        Line2D([], [], marker="X", markersize=11, color=COLORS["ink"], linestyle="none", label="worker exits"),
-        Line2D([], [], marker="X", markersize=13, color=COLORS["failed"], markeredgecolor=COLORS["ink"], linestyle="none",
-               label="worker ended without a normal exit"),
-        Line2D([], [], marker="^", markersize=10, color=COLORS["request"], markeredgecolor=COLORS["ink"], linestyle="none", label="batch handed to a worker"),
-        Line2D([], [], marker="v", markersize=11, color=COLORS["ink"], linestyle="none", label="batch received by loop"),
+        Patch(
+            facecolor=COLORS["start"], edgecolor=COLORS["ink"], hatch="..", label="DataLoader() / iter() run"
+        ),
+        Line2D(
+            [],
+            [],
+            marker="*",
+            markersize=18,
+            color=COLORS["start"],
+            markeredgecolor=COLORS["ink"],
+            linestyle="none",
+            label="worker process starts",
+        ),
+        Line2D(
+            [], [], marker="X", markersize=11, color=COLORS["ink"], linestyle="none", label="worker exits"
+        ),
+        Line2D(
+            [],
+            [],
+            marker="X",
+            markersize=13,
+            color=COLORS["failed"],
+            markeredgecolor=COLORS["ink"],
+            linestyle="none",
+            label="worker ended without a normal exit",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="^",
+            markersize=10,
+            color=COLORS["request"],
+            markeredgecolor=COLORS["ink"],
+            linestyle="none",
+            label="batch handed to a worker",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="v",
+            markersize=11,
+            color=COLORS["ink"],
+            linestyle="none",
+            label="batch received by loop",
+        ),
         Patch(facecolor=COLORS["close"], edgecolor=COLORS["ink"], label="shutting workers down"),
     ]
 
@@ -250,5 +386,7 @@ def _legend_handles() -> list[Patch | Line2D]:
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """The figure as PNG bytes (for an image widget)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})  # fast to encode; a few KB more
+    fig.savefig(
+        buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1}
+    )  # fast to encode; a few KB more
     return buffer.getvalue()

@@ -16,7 +16,17 @@ from typing import Any
 import psutil
 import torch
 
-__all__ = ["cpu_quota", "default_start_methods", "memory_limit", "private_shm_available", "workers_that_fit", "descendants", "machine_info", "shm_bytes", "wait_until_gone"]
+__all__ = [
+    "cpu_quota",
+    "default_start_methods",
+    "descendants",
+    "machine_info",
+    "memory_limit",
+    "private_shm_available",
+    "shm_bytes",
+    "wait_until_gone",
+    "workers_that_fit",
+]
 
 # Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
 _SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
@@ -64,7 +74,10 @@ def cpu_quota() -> float | None:
     if os.environ.get("CPU_LIMIT"):
         return float(os.environ["CPU_LIMIT"])
     v2 = Path("/sys/fs/cgroup/cpu.max")
-    v1_quota, v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    v1_quota, v1_period = (
+        Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+        Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
     try:
         if v2.exists():
             quota, period = v2.read_text().split()[:2]
@@ -125,7 +138,9 @@ def machine_info() -> dict[str, Any]:
         "default start method": multiprocessing.get_context().get_start_method(),
         "available start methods": ", ".join(multiprocessing.get_all_start_methods()),
         "os.cpu_count()": os.cpu_count(),
-        "CPUs usable (affinity)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "CPUs usable (affinity)": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "CPU quota (cgroup)": "no limit" if quota is None else f"{quota:g} CPUs",
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "memory limit (cgroup)": f"{memory_limit() / 2**30:.1f} GiB",
@@ -135,7 +150,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def default_start_methods(versions: Iterable[str] = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")) -> dict[str, str]:
+def default_start_methods(
+    versions: Iterable[str] = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"),
+) -> dict[str, str]:
     """Ask every ``python3.X`` found on ``PATH`` (and this kernel's Python) which start method it
     uses by default. Keys are full version numbers; interpreters that do not answer are left out."""
     ask = "import multiprocessing, platform; print(platform.python_version(), multiprocessing.get_start_method())"
@@ -160,8 +177,19 @@ def private_shm_available() -> bool:
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return False
     try:
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True, timeout=30)
+        done = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t tmpfs -o size=1m tmpfs /dev/shm",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0

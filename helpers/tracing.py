@@ -67,7 +67,9 @@ class TracedDataset(Dataset):
         return writer.load_items(self.dataset.__getitem__, indices)
 
     @staticmethod
-    def _load_together(writer: _Writer, load_many: Callable[[Sequence[int]], list[Any]], indices: Sequence[int]) -> list[Any]:
+    def _load_together(
+        writer: _Writer, load_many: Callable[[Sequence[int]], list[Any]], indices: Sequence[int]
+    ) -> list[Any]:
         """For datasets that load a batch in one call: every item gets the call's start and end."""
         start = perf_counter_ns()
         try:

@@ -47,22 +47,36 @@ class SwimlanePanel:
         style = {"description_width": "initial"}
         layout = widgets.Layout(width="320px")
         most = workers_that_fit() if max_workers is None else max_workers
-        self.num_workers = widgets.IntSlider(min(num_workers, most), min=0, max=most, description="num_workers", style=style, layout=layout)
-        self.batch_size = widgets.IntSlider(batch_size, min=1, max=8, description="batch_size", style=style, layout=layout)
-        self.prefetch_factor = widgets.IntSlider(prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout)
+        self.num_workers = widgets.IntSlider(
+            min(num_workers, most), min=0, max=most, description="num_workers", style=style, layout=layout
+        )
+        self.batch_size = widgets.IntSlider(
+            batch_size, min=1, max=8, description="batch_size", style=style, layout=layout
+        )
+        self.prefetch_factor = widgets.IntSlider(
+            prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout
+        )
         methods = multiprocessing.get_all_start_methods()
         self.start_method = widgets.Dropdown(
-            options=methods, value=start_method or multiprocessing.get_context().get_start_method(),
-            description="start method", style=style, layout=widgets.Layout(width="260px"),
+            options=methods,
+            value=start_method or multiprocessing.get_context().get_start_method(),
+            description="start method",
+            style=style,
+            layout=widgets.Layout(width="260px"),
         )
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
         self.image.add_class("swimlane-chart")
         # The legend never changes: drawn once here, it keeps each redraw fast.
-        self.legend = widgets.Image(value=figure_png(legend_figure()), format="png",
-                                    layout=widgets.Layout(width="100%", max_width="1100px"))
+        self.legend = widgets.Image(
+            value=figure_png(legend_figure()),
+            format="png",
+            layout=widgets.Layout(width="100%", max_width="1100px"),
+        )
         controls = [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
-        self.widget = widgets.VBox([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image, self.legend])
+        self.widget = widgets.VBox(
+            [widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image, self.legend]
+        )
 
         self.trace: Trace | None = None  #: the trace of the chart on show
         self.figure: Figure | None = None  #: the chart on show
@@ -123,8 +137,10 @@ class SwimlanePanel:
         self.trace, self.figure = trace, figure
         self.charts_drawn += 1
         last = max((e.end for e in trace.events), default=0.0)
-        message = (f"{len(lanes(trace)) - 1} worker lanes · {trace.batches_received} batches received · "
-                   f"last event {last:.2f} s after iter()")
+        message = (
+            f"{len(lanes(trace)) - 1} worker lanes · {trace.batches_received} batches received · "
+            f"last event {last:.2f} s after iter()"
+        )
         if trace.error is not None:
             message += f" — <b>{html.escape(type(trace.error).__name__)}</b>: {html.escape(str(trace.error).splitlines()[0])}"
         self.status.value = message

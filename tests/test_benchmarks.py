@@ -10,8 +10,13 @@ ROOT = Path(__file__).parent.parent
 
 def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["quick"] is True
@@ -20,6 +25,10 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
     assert results["item_cost"]["traced_us"] > 0
     assert all(r["ratio"] > 0 for r in results["redraw"].values())
     assert results["series"]["peak_pss_mib"] > 0 and results["series"]["per_notebook_s"]
-    for line in ("tracer: traced/untraced throughput", "redraw: slider to chart / ideal", "series: every notebook",
-                 "start method"):
+    for line in (
+        "tracer: traced/untraced throughput",
+        "redraw: slider to chart / ideal",
+        "series: every notebook",
+        "start method",
+    ):
         assert line in done.stdout

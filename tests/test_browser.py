@@ -23,13 +23,22 @@ ROOT = Path(__file__).parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"browser tests need Chromium at {CHROMIUM}: `sudo apt-get install chromium`, or run `make test` as root"),
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"browser tests need Chromium at {CHROMIUM}: `sudo apt-get install chromium`, or run `make test` as root",
+    ),
 ]
 
 
@@ -69,14 +78,33 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory, lab_root: Path) -> Iterato
     tracker.parent.mkdir(parents=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
     port = _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTERLAB_SETTINGS_DIR": str(home / "user-settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-         "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={lab_root}",
-         f"--LabApp.app_settings_dir={ROOT / 'binder'}", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
-         "--ServerApp.disable_check_xsrf=True"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            f"--ServerApp.root_dir={lab_root}",
+            f"--LabApp.app_settings_dir={ROOT / 'binder'}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.allow_root=True",
+            "--ServerApp.disable_check_xsrf=True",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     ready = threading.Event()
     log: list[str] = []
@@ -107,7 +135,10 @@ def browser() -> Iterator[object]:
     shutil.rmtree(profile, ignore_errors=True)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            str(profile),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
             viewport={"width": 1400, "height": 1000},
         )
         yield context
@@ -123,7 +154,9 @@ def _shut_down_kernels(lab_url: str) -> None:
     with urllib.request.urlopen(f"{lab_url}/api/kernels") as r:
         kernels = json.load(r)
     for kernel in kernels:
-        urllib.request.urlopen(urllib.request.Request(f"{lab_url}/api/kernels/{kernel['id']}", method="DELETE")).close()
+        urllib.request.urlopen(
+            urllib.request.Request(f"{lab_url}/api/kernels/{kernel['id']}", method="DELETE")
+        ).close()
 
 
 def run_all(page: object, lab_url: str, path: str) -> list[str]:
@@ -151,11 +184,18 @@ def run_all(page: object, lab_url: str, path: str) -> list[str]:
     with urllib.request.urlopen(f"{lab_url}/api/contents/{path}?content=1") as r:
         cells = json.load(r)["content"]["cells"]
     assert any(c.get("execution_count") for c in cells), "the saved notebook shows no cell run"
-    return [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    return [
+        f"{o['ename']}: {o['evalue']}"
+        for c in cells
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
 
 
 def test_lab_uses_the_repositorys_settings(lab_url: str) -> None:
-    with urllib.request.urlopen(f"{lab_url}/lab/api/settings/@jupyterlab/apputils-extension:notification") as r:
+    with urllib.request.urlopen(
+        f"{lab_url}/lab/api/settings/@jupyterlab/apputils-extension:notification"
+    ) as r:
         settings = json.load(r)
     assert settings["schema"]["properties"]["fetchNews"]["default"] == "false"  # built in: "none" (ask)
 
@@ -177,8 +217,11 @@ def test_notebook_runs_in_jupyterlab(lab_url: str, browser: object, path: Path) 
             before_src = image.get_attribute("src")
             slider.locator(".noUi-handle").focus()
             page.keyboard.press("ArrowRight")
-            page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
-                                   arg=[image.element_handle(), before_src], timeout=120_000)
+            page.wait_for_function(
+                "([img, src]) => img.getAttribute('src') !== src",
+                arg=[image.element_handle(), before_src],
+                timeout=120_000,
+            )
             status = panel.locator(".widget-html").inner_text()
             assert f"{before_workers + 1} worker lanes" in status
         page.screenshot(path=str(ARTIFACTS / "screenshots" / f"{path.stem}.png"))

@@ -6,8 +6,16 @@ import platform
 import pytest
 
 from helpers import ArrayDataset, Kind, SleepDataset, run_experiment, stack_collate, trace_loader
-from helpers.claims import (epoch_costs, private_growth, run_script, verdict_c3, verdict_c4, verdict_c5, verdict_c6,
-                            worker_parents)
+from helpers.claims import (
+    epoch_costs,
+    private_growth,
+    run_script,
+    verdict_c3,
+    verdict_c4,
+    verdict_c5,
+    verdict_c6,
+    worker_parents,
+)
 from helpers.datasets import ObjectListDataset
 from helpers.events import Trace
 from helpers.memory import MemoryReport, ProcessMemory, measure_memory
@@ -18,8 +26,17 @@ MIB = 2**20
 
 def _report(worker_uss_mib: float, data_mib: float, method: str) -> MemoryReport:
     trace = Trace(events=(), main_pid=1, start_method=method)
-    workers = tuple(ProcessMemory(f"worker {i}", 10 + i, 300 * MIB, int(worker_uss_mib * MIB), None) for i in range(2))
-    return MemoryReport("data", int(data_mib * MIB), method, ProcessMemory("main", 1, 400 * MIB, 80 * MIB, None), workers, trace)
+    workers = tuple(
+        ProcessMemory(f"worker {i}", 10 + i, 300 * MIB, int(worker_uss_mib * MIB), None) for i in range(2)
+    )
+    return MemoryReport(
+        "data",
+        int(data_mib * MIB),
+        method,
+        ProcessMemory("main", 1, 400 * MIB, 80 * MIB, None),
+        workers,
+        trace,
+    )
 
 
 def test_c3_verdict_is_worded_from_the_measured_memory() -> None:
@@ -27,7 +44,11 @@ def test_c3_verdict_is_worded_from_the_measured_memory() -> None:
     shared = verdict_c3(_report(12, 128, "x"), baseline)
     copied = verdict_c3(_report(140, 128, "x"), baseline)
     assert shared.outcome == "holds only in part" and "copy-on-write" in shared.evidence
-    assert copied.outcome == "does not hold" and "own copy" in copied.evidence and "grew by 130 MiB" in copied.evidence
+    assert (
+        copied.outcome == "does not hold"
+        and "own copy" in copied.evidence
+        and "grew by 130 MiB" in copied.evidence
+    )
 
 
 def test_c3_under_each_start_method(start_method: str) -> None:
@@ -44,11 +65,15 @@ def test_c3_under_each_start_method(start_method: str) -> None:
         assert verdict.outcome == "does not hold" and start_method in verdict.evidence
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="copy-on-read needs fork")
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="copy-on-read needs fork"
+)
 def test_copy_on_read_under_fork() -> None:
     """Reading a list of Python floats copies pages into a forked worker; reading an array does not."""
     grow = {
-        kind: private_growth(measure_memory(make(24), start_method="fork"), measure_memory(make(1), start_method="fork"))
+        kind: private_growth(
+            measure_memory(make(24), start_method="fork"), measure_memory(make(1), start_method="fork")
+        )
         for kind, make in (("list", ObjectListDataset.of_mib), ("array", ArrayDataset.of_mib))
     }
     assert grow["list"] > 6 * MIB > grow["array"]
@@ -57,18 +82,26 @@ def test_copy_on_read_under_fork() -> None:
 def test_c5_verdict_follows_where_collate_ran(start_method: str) -> None:
     dataset = SleepDataset(size=8, delay=0.0, shape=())
     in_main = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=0, collate_fn=stack_collate))
-    in_workers = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=2, collate_fn=stack_collate,
-                                           start_method=start_method))
+    in_workers = verdict_c5(
+        run_experiment(
+            dataset, batch_size=2, num_workers=2, collate_fn=stack_collate, start_method=start_method
+        )
+    )
     assert in_main.outcome == "does not hold" and "0 of 4 collate calls ran in worker" in in_main.evidence
     assert in_workers.outcome == "holds" and "4 of 4 collate calls ran in worker" in in_workers.evidence
-    both = verdict_c5(run_experiment(dataset, batch_size=2, num_workers=2, collate_fn=stack_collate,
-                                     start_method=start_method),
-                      run_experiment(dataset, batch_size=2, num_workers=0, collate_fn=stack_collate))
+    both = verdict_c5(
+        run_experiment(
+            dataset, batch_size=2, num_workers=2, collate_fn=stack_collate, start_method=start_method
+        ),
+        run_experiment(dataset, batch_size=2, num_workers=0, collate_fn=stack_collate),
+    )
     assert both.outcome == "holds only in part" and "0 of 4" in both.evidence and "4 of 4" in both.evidence
 
 
 def test_each_batch_is_built_whole_by_one_worker(start_method: str) -> None:
-    trace = run_experiment(SleepDataset(size=8, delay=0.0, shape=()), batch_size=2, num_workers=2, start_method=start_method)
+    trace = run_experiment(
+        SleepDataset(size=8, delay=0.0, shape=()), batch_size=2, num_workers=2, start_method=start_method
+    )
     batches = sorted(trace.batches())
     assert [items for _, _, _, items in batches] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert all(pid in trace.worker_pids and trace.worker_pids[pid] == wid for _, wid, pid, _ in batches)
@@ -78,7 +111,9 @@ def test_each_batch_is_built_whole_by_one_worker(start_method: str) -> None:
 def test_received_batches_carry_their_own_numbers(start_method: str, in_order: bool) -> None:
     """With in_order=False batches may arrive out of order; the trace records which one arrived."""
     dataset = SleepDataset(size=12, delay=0.01, shape=(), slow_items=(0, 1), slow_factor=10)
-    with trace_loader(dataset, batch_size=2, num_workers=2, in_order=in_order, start_method=start_method) as loader:
+    with trace_loader(
+        dataset, batch_size=2, num_workers=2, in_order=in_order, start_method=start_method
+    ) as loader:
         contents = [int(batch[0]) // 2 for batch in loader]
     recorded = [e.index for e in loader.trace.of(Kind.BATCH_RECEIVED)]
     assert recorded == contents and sorted(recorded) == list(range(6))
@@ -89,7 +124,9 @@ def test_received_batches_carry_their_own_numbers(start_method: str, in_order: b
 def test_every_epoch_starts_new_workers_unless_persistent(start_method: str) -> None:
     dataset = SleepDataset(size=4, delay=0.0)
     fresh = run_experiment(dataset, epochs=2, batch_size=2, num_workers=2, start_method=start_method)
-    kept = run_experiment(dataset, epochs=2, batch_size=2, num_workers=2, start_method=start_method, persistent_workers=True)
+    kept = run_experiment(
+        dataset, epochs=2, batch_size=2, num_workers=2, start_method=start_method, persistent_workers=True
+    )
     assert [c.workers_started for c in epoch_costs(fresh)] == [2, 2]
     assert [c.workers_started for c in epoch_costs(kept)] == [2, 0]
     assert verdict_c6(fresh, kept).outcome == "holds only in part"

@@ -7,7 +7,9 @@ def test_chart_has_a_lane_per_process_a_legend_and_time_since_iter() -> None:
     fig = plot_swimlanes(trace)
     ax = fig.axes[0]
     labels = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
-    assert labels == ["main", "worker 0", "worker 1", "worker 2"] == [l.split("\n")[0] for _, l in lanes(trace)]
+    assert (
+        labels == ["main", "worker 0", "worker 1", "worker 2"] == [l.split("\n")[0] for _, l in lanes(trace)]
+    )
     assert ax.get_xlabel() == "seconds since iter()"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "worker process starts" in legend and "collate (batch no.)" in legend

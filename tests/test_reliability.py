@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from helpers import Kind, SleepDataset, SwimlanePanel, Trace, check_settings, descendants, run_experiment, trace_loader
+from helpers import (
+    Kind,
+    SleepDataset,
+    SwimlanePanel,
+    Trace,
+    check_settings,
+    descendants,
+    run_experiment,
+    trace_loader,
+)
 from helpers.datasets import FaultyDataset
 from helpers.system import private_shm_available
 
@@ -40,32 +49,49 @@ def nothing_left_behind(start_method: str) -> Iterator[None]:
 
 def _interrupted(start_method: str) -> Trace:
     """A KeyboardInterrupt delivered as a real SIGINT to this process while the loop runs."""
-    with pytest.raises(KeyboardInterrupt):
-        with trace_loader(SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=start_method) as loader:
-            for batch in loader:
-                del batch  # the loop's own variable would keep the batch's shared memory open
-                os.kill(os.getpid(), signal.SIGINT)
-                for _ in range(10**7):  # the signal arrives between two bytecodes
-                    pass
+    with (
+        pytest.raises(KeyboardInterrupt),
+        trace_loader(
+            SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=start_method
+        ) as loader,
+    ):
+        for batch in loader:
+            del batch  # the loop's own variable would keep the batch's shared memory open
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10**7):  # the signal arrives between two bytecodes
+                pass
     return loader.trace
 
 
 ENDINGS: dict[str, Callable[[str], Trace]] = {
-    "normal end": lambda m: run_experiment(SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=m),
-    "break": lambda m: run_experiment(SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=m,
-                                      max_batches=1),
-    "exception in a worker": lambda m: run_experiment(FaultyDataset(size=8, fail_on=(5,)), batch_size=2, num_workers=2,
-                                                      start_method=m, raise_errors=False),
-    "worker killed": lambda m: run_experiment(FaultyDataset(size=8, kill_on=(5,)), batch_size=2, num_workers=2,
-                                              start_method=m, raise_errors=False),
-    "timeout": lambda m: run_experiment(SleepDataset(size=8, delay=0.01, slow_items=(4,), slow_factor=100), batch_size=2,
-                                        num_workers=2, start_method=m, timeout=0.3, raise_errors=False),
+    "normal end": lambda m: run_experiment(
+        SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=m
+    ),
+    "break": lambda m: run_experiment(
+        SleepDataset(size=8, delay=0.01), batch_size=2, num_workers=2, start_method=m, max_batches=1
+    ),
+    "exception in a worker": lambda m: run_experiment(
+        FaultyDataset(size=8, fail_on=(5,)), batch_size=2, num_workers=2, start_method=m, raise_errors=False
+    ),
+    "worker killed": lambda m: run_experiment(
+        FaultyDataset(size=8, kill_on=(5,)), batch_size=2, num_workers=2, start_method=m, raise_errors=False
+    ),
+    "timeout": lambda m: run_experiment(
+        SleepDataset(size=8, delay=0.01, slow_items=(4,), slow_factor=100),
+        batch_size=2,
+        num_workers=2,
+        start_method=m,
+        timeout=0.3,
+        raise_errors=False,
+    ),
     "KeyboardInterrupt": _interrupted,
 }
 
 
 @pytest.mark.parametrize("ending", ENDINGS)
-def test_every_ending_leaves_nothing_behind(start_method: str, ending: str, nothing_left_behind: None) -> None:
+def test_every_ending_leaves_nothing_behind(
+    start_method: str, ending: str, nothing_left_behind: None
+) -> None:
     trace = ENDINGS[ending](start_method)
     assert trace.leftover_processes == ()
     assert len(trace.of(Kind.WORKER_STARTED)) == 2, "both workers' start events are in the trace"
@@ -87,7 +113,11 @@ def test_errors_say_what_happened(start_method: str) -> None:
     assert [e.index for e in failed.of(Kind.ITEM_FAILED)] == [5]
     killed = ENDINGS["worker killed"](start_method)
     assert isinstance(killed.error, RuntimeError) and "exited unexpectedly" in str(killed.error)
-    dead = [pid for pid in killed.worker_pids if not [e for e in killed.events if e.pid == pid and e.kind == Kind.WORKER_EXITED]]
+    dead = [
+        pid
+        for pid in killed.worker_pids
+        if not [e for e in killed.events if e.pid == pid and e.kind == Kind.WORKER_EXITED]
+    ]
     assert len(dead) == 1 and str(dead[0]) in str(killed.error)
     # the killed worker had loaded item 4 of its batch before item 5 killed it: that event was kept
     assert [e.pid for e in killed.of(Kind.ITEM_LOADED) if e.index == 4] == dead
@@ -96,16 +126,26 @@ def test_errors_say_what_happened(start_method: str) -> None:
 
 
 def test_a_dataset_that_always_fails(start_method: str, nothing_left_behind: None) -> None:
-    trace = run_experiment(FaultyDataset(size=6, fail_on=tuple(range(6))), batch_size=2, num_workers=2,
-                           start_method=start_method, raise_errors=False)
+    trace = run_experiment(
+        FaultyDataset(size=6, fail_on=tuple(range(6))),
+        batch_size=2,
+        num_workers=2,
+        start_method=start_method,
+        raise_errors=False,
+    )
     assert isinstance(trace.error, ValueError) and "is corrupt" in str(trace.error)
     assert trace.batches_received == 0 and trace.leftover_processes == ()
 
 
-@pytest.mark.parametrize("settings", [
-    {"num_workers": -1}, {"batch_size": 0}, {"num_workers": 2, "start_method": "teleport"},
-    {"num_workers": 0, "prefetch_factor": 2},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"num_workers": -1},
+        {"batch_size": 0},
+        {"num_workers": 2, "start_method": "teleport"},
+        {"num_workers": 0, "prefetch_factor": 2},
+    ],
+)
 def test_hostile_settings_start_nothing(settings: dict) -> None:
     before = descendants()
     with pytest.raises(ValueError):
@@ -113,7 +153,9 @@ def test_hostile_settings_start_nothing(settings: dict) -> None:
     assert descendants() == before
 
 
-def test_twenty_rapid_slider_changes_accumulate_nothing(start_method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_twenty_rapid_slider_changes_accumulate_nothing(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import helpers.widgets
 
     running, most = 0, 0
@@ -132,7 +174,9 @@ def test_twenty_rapid_slider_changes_accumulate_nothing(start_method: str, monke
                 running -= 1
 
     monkeypatch.setattr(helpers.widgets, "run_experiment", counted)
-    panel = SwimlanePanel(SleepDataset(size=6, delay=0.0), num_workers=1, batch_size=2, start_method=start_method)
+    panel = SwimlanePanel(
+        SleepDataset(size=6, delay=0.0), num_workers=1, batch_size=2, start_method=start_method
+    )
 
     def twenty_changes() -> None:
         for value in [2, 3, 1, 4, 2] * 4:
@@ -168,12 +212,29 @@ print("left behind:", trace.leftover_processes)
 """
 
 
-@pytest.mark.skipif(not private_shm_available(), reason="a private 64 MB /dev/shm needs Linux, root and unshare (mount namespace)")
+@pytest.mark.skipif(
+    not private_shm_available(),
+    reason="a private 64 MB /dev/shm needs Linux, root and unshare (mount namespace)",
+)
 def test_a_64_mb_dev_shm(start_method: str) -> None:
     done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" "$@"', sys.executable, "-c", SMALL_SHM, start_method],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" "$@"',
+            sys.executable,
+            "-c",
+            SMALL_SHM,
+            start_method,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "defaults ok" in done.stdout
@@ -186,12 +247,19 @@ def test_check_settings_names_the_problem() -> None:
         check_settings(SleepDataset(), num_workers=-1)
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork (fast runs)")
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork (fast runs)"
+)
 def test_no_index_feeder_thread_outlives_its_run() -> None:
     """PyTorch closes the index queues without joining their feeder threads; a run must wait for
     them. Before it did, 5 of 30 such runs here left a QueueFeederThread behind."""
     for _ in range(20):
         before = {t.ident for t in threading.enumerate()}
-        run_experiment(FaultyDataset(size=6, fail_on=tuple(range(6))), batch_size=2, num_workers=2, start_method="fork",
-                       raise_errors=False)
+        run_experiment(
+            FaultyDataset(size=6, fail_on=tuple(range(6))),
+            batch_size=2,
+            num_workers=2,
+            start_method="fork",
+            raise_errors=False,
+        )
         assert [t.name for t in threading.enumerate() if t.ident not in before] == []

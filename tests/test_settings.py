@@ -5,9 +5,9 @@ import os
 import tempfile
 
 import pytest
+from workloads import UnpicklableDataset
 
 from helpers import SleepDataset, descendants, run_experiment
-from workloads import UnpicklableDataset
 
 BAD = [
     ({"num_workers": -1}, "num_workers must be a whole number >= 0"),

@@ -58,7 +58,9 @@ def test_post_build_is_executable_and_stops_on_errors() -> None:
 
 
 def test_readme_binder_link_opens_an_existing_notebook() -> None:
-    links = re.findall(r"mybinder\.org/v2/gh/[^)\s]+urlpath=lab/tree/([^)\s&]+)", (ROOT / "README.md").read_text())
+    links = re.findall(
+        r"mybinder\.org/v2/gh/[^)\s]+urlpath=lab/tree/([^)\s&]+)", (ROOT / "README.md").read_text()
+    )
     assert links and all((ROOT / link).is_file() for link in links)
 
 

@@ -10,14 +10,16 @@ from time import perf_counter_ns
 import psutil
 import pytest
 import torch
+from workloads import EnvDataset, ParentPidDataset, remember_worker_id
 
 from helpers import Kind, SleepDataset, run_experiment, stack_collate, trace_loader
 from helpers.events import EventLog
-from workloads import EnvDataset, ParentPidDataset, remember_worker_id
 
 
 def test_every_event_arrives_from_the_right_process(start_method: str) -> None:
-    trace = run_experiment(SleepDataset(12, delay=0.01), batch_size=3, num_workers=2, start_method=start_method)
+    trace = run_experiment(
+        SleepDataset(12, delay=0.01), batch_size=3, num_workers=2, start_method=start_method
+    )
     main = os.getpid()
     assert trace.start_method == start_method
     assert trace.main_pid == main
@@ -53,7 +55,9 @@ def test_workers_start_inside_iter_not_at_construction(start_method: str) -> Non
 
 
 def test_break_loses_no_event(start_method: str) -> None:
-    trace = run_experiment(SleepDataset(20, delay=0.01), batch_size=2, num_workers=2, start_method=start_method, max_batches=1)
+    trace = run_experiment(
+        SleepDataset(20, delay=0.01), batch_size=2, num_workers=2, start_method=start_method, max_batches=1
+    )
     assert trace.batches_received == 1
     assert trace.error is None
     # Every batch a worker collated has all its items recorded, and every worker's exit is there.
@@ -74,8 +78,13 @@ def test_without_workers_everything_happens_in_main() -> None:
 
 
 def test_custom_collate_runs_where_the_batch_is_built(start_method: str) -> None:
-    trace = run_experiment(SleepDataset(8, delay=0.0, shape=()), batch_size=2, num_workers=2,
-                           start_method=start_method, collate_fn=stack_collate)
+    trace = run_experiment(
+        SleepDataset(8, delay=0.0, shape=()),
+        batch_size=2,
+        num_workers=2,
+        start_method=start_method,
+        collate_fn=stack_collate,
+    )
     assert {e.pid for e in trace.of(Kind.COLLATED)} <= set(trace.worker_pids)
     assert os.getpid() not in {e.pid for e in trace.of(Kind.COLLATED)}
 
@@ -91,23 +100,36 @@ def test_forkserver_workers_are_children_of_the_fork_server(start_method: str) -
 
 
 def test_users_worker_init_fn_still_runs(start_method: str) -> None:
-    with trace_loader(EnvDataset(), batch_size=3, num_workers=2, start_method=start_method,
-                      worker_init_fn=remember_worker_id) as loader:
+    with trace_loader(
+        EnvDataset(),
+        batch_size=3,
+        num_workers=2,
+        start_method=start_method,
+        worker_init_fn=remember_worker_id,
+    ) as loader:
         seen = sorted({int(v) for batch in loader for v in batch})
     assert seen == [0, 1]
     assert len(loader.trace.of(Kind.WORKER_STARTED)) == 2
 
 
 def test_persistent_workers_are_reused_across_epochs(start_method: str) -> None:
-    trace = run_experiment(SleepDataset(4, delay=0.0), batch_size=2, num_workers=2, start_method=start_method,
-                           persistent_workers=True, epochs=2)
+    trace = run_experiment(
+        SleepDataset(4, delay=0.0),
+        batch_size=2,
+        num_workers=2,
+        start_method=start_method,
+        persistent_workers=True,
+        epochs=2,
+    )
     assert len(trace.of(Kind.ITER_CALLED)) == 2
     assert len(trace.of(Kind.WORKER_STARTED)) == 2
     assert trace.batches_received == 4 and trace.leftover_processes == ()
 
 
 def test_new_workers_every_epoch_without_persistence() -> None:
-    trace = run_experiment(SleepDataset(4, delay=0.0), batch_size=2, num_workers=2, start_method="fork", epochs=2)
+    trace = run_experiment(
+        SleepDataset(4, delay=0.0), batch_size=2, num_workers=2, start_method="fork", epochs=2
+    )
     assert len(trace.of(Kind.WORKER_STARTED)) == 4
     assert len(trace.worker_pids) == 4
 
@@ -157,7 +179,9 @@ def test_no_event_files_are_left_behind() -> None:
 
 
 def test_batches_are_unchanged_by_tracing() -> None:
-    with trace_loader(SleepDataset(6, delay=0.0, shape=(2,)), batch_size=4, num_workers=2, start_method="fork") as loader:
+    with trace_loader(
+        SleepDataset(6, delay=0.0, shape=(2,)), batch_size=4, num_workers=2, start_method="fork"
+    ) as loader:
         batches = list(loader)
     assert torch.equal(batches[0], torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
     assert batches[1].shape == (2, 2)

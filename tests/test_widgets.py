@@ -17,7 +17,12 @@ def test_slider_change_redraws_for_the_new_setting() -> None:
     assert panel.wait(timeout=60)
     assert panel.trace.settings["num_workers"] == 3
     assert len(lanes(panel.trace)) == 4
-    assert [label.split("\n")[0] for label in _lane_labels(panel)] == ["main", "worker 0", "worker 1", "worker 2"]
+    assert [label.split("\n")[0] for label in _lane_labels(panel)] == [
+        "main",
+        "worker 0",
+        "worker 1",
+        "worker 2",
+    ]
     assert panel.image.value != first_image and panel.charts_drawn == 2
 
     panel.batch_size.value = 4
@@ -37,7 +42,9 @@ def test_rapid_changes_draw_only_the_last_setting() -> None:
 
 
 def test_a_failing_setting_leaves_the_panel_usable() -> None:
-    panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=1, batch_size=2, start_method="fork", max_batches=0)
+    panel = SwimlanePanel(
+        SleepDataset(4, delay=0.0), num_workers=1, batch_size=2, start_method="fork", max_batches=0
+    )
     assert "Could not run" in panel.status.value and "max_batches" in panel.status.value
     panel.fixed["max_batches"] = 1
     panel.num_workers.value = 2
