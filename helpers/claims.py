@@ -213,7 +213,7 @@ def verdict_c3(report: MemoryReport, baseline: MemoryReport) -> Verdict:
     growth = private_growth(report, baseline)
     copies = growth / data if data else 0.0
     created = report.trace.first(Kind.LOADER_CREATED)
-    started = report.trace.first(Kind.WORKER_STARTED)
+    started = report.trace.first(Kind.WORKER_READY)
     order = (
         f"the array was built before DataLoader() (t = {created.start:.3f} s) and the workers started "
         f"after it, at t = {started.start:.3f} s"
@@ -287,7 +287,7 @@ def epoch_costs(trace: Trace) -> list[EpochCost]:
     costs = []
     for number, (call, until) in enumerate(zip(iters, bounds), start=1):
         received = [e for e in trace.of(Kind.BATCH_RECEIVED) if call.start <= e.end < until]
-        started = [e for e in trace.of(Kind.WORKER_STARTED) if call.start <= e.start < until]
+        started = [e for e in trace.of(Kind.WORKER_READY) if call.start <= e.start < until]
         costs.append(
             EpochCost(
                 number,

@@ -21,34 +21,90 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch.utils.data
 
-__all__ = ["Event", "EventLog", "Kind", "Trace"]
+__all__ = ["FORK_SERVER_ID", "Event", "EventLog", "Kind", "Trace", "WaitEnd", "describe"]
 
 
 class Kind(enum.IntEnum):
-    """What happened. Instant events have ``start == end``."""
+    """What happened. Instant events have ``start == end``.
+
+    A worker's life, in order: ``PROCESS_CREATED`` (recorded by the main process around
+    ``Process.start()``), ``PROCESS_RUNNING`` (its first moment of Python code of ours, after the
+    interpreter started; under ``spawn`` and ``forkserver`` before it imports PyTorch and unpickles
+    the dataset), ``WORKER_READY`` (``worker_init_fn`` ran: it waits for indices now), items and
+    collates, then ``WORKER_EXITED``.
+    """
 
     LOADER_CREATED = 1  #: main: ``DataLoader(...)`` ran from start to end
     ITER_CALLED = 2  #: main: ``iter(loader)`` ran from start to end; t = 0 is its start
     BATCH_REQUESTED = 3  #: main: batch ``index`` was handed out to be loaded
-    WORKER_STARTED = 4  #: worker: first Python code of ours in the worker process
+    WORKER_READY = 4  #: worker: ``worker_init_fn`` ran; ``index`` is the worker id
     ITEM_LOADED = 5  #: ``dataset[index]`` ran from start to end
     ITEM_FAILED = 6  #: ``dataset[index]`` raised
     COLLATED = 7  #: ``collate_fn`` built batch ``index``
     BATCH_RECEIVED = 8  #: main: the loop asked for the next batch (start) and got batch ``index`` (end)
     WORKER_EXITED = 9  #: worker: the process is exiting normally
     ITER_CLOSED = 10  #: main: the iterator and its workers were shut down
+    PROCESS_CREATED = 11  #: main, on the worker's lane: ``Process.start()`` for it ran from start to end
+    PROCESS_RUNNING = 12  #: worker: the first moment of Python code of ours in the new process
+    WAIT_ENDED = (
+        13  #: main: a ``next()`` that got no batch, from call to raise; ``index`` is a :class:`WaitEnd`
+    )
+    FORK_SERVER = 14  #: the fork server's lane: it was started (start to end) or already ran (instant)
 
 
-class Event(NamedTuple):
-    """One event, with times in seconds since ``iter()`` was called."""
+class WaitEnd(enum.IntEnum):
+    """How a ``next()`` that returned no batch ended (the ``index`` of a ``WAIT_ENDED`` event)."""
+
+    END_OF_DATA = 0  #: ``StopIteration``: no batch left; PyTorch shut the workers down inside it
+    TIMEOUT = 1  #: no batch within the loader's ``timeout``
+    WORKER_DIED = 2  #: a worker process ended without a normal exit (killed, crashed)
+    ERROR = 3  #: an exception from a worker (or the loader) was re-raised
+    INTERRUPTED = 4  #: ``KeyboardInterrupt``
+
+    @classmethod
+    def of(cls, error: BaseException | None) -> WaitEnd:
+        """How a ``next()`` that raised ``error`` (``None``: ``StopIteration``) ended."""
+        if error is None or isinstance(error, StopIteration):
+            return cls.END_OF_DATA
+        if isinstance(error, KeyboardInterrupt):
+            return cls.INTERRUPTED
+        text = str(error)
+        if isinstance(error, RuntimeError) and "DataLoader timed out" in text:
+            return cls.TIMEOUT
+        if isinstance(error, RuntimeError) and ("exited unexpectedly" in text or "killed by signal" in text):
+            return cls.WORKER_DIED
+        return cls.ERROR
+
+    @property
+    def label(self) -> str:
+        return {
+            WaitEnd.END_OF_DATA: "end of data (StopIteration)",
+            WaitEnd.TIMEOUT: "timed out",
+            WaitEnd.WORKER_DIED: "a worker died",
+            WaitEnd.ERROR: "error raised",
+            WaitEnd.INTERRUPTED: "interrupted",
+        }[self]
+
+
+FORK_SERVER_ID = -2  #: the ``worker_id`` of the fork server's events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event, with times in seconds since ``iter()`` was called.
+
+    >>> e = Event(pid=7, worker_id=0, kind=Kind.ITEM_LOADED, start=0.5, end=0.75, index=3)
+    >>> e.duration
+    0.25
+    """
 
     pid: int
-    worker_id: int  #: -1 in the main process
+    worker_id: int  #: -1 in the main process, ``FORK_SERVER_ID`` for the fork server
     kind: Kind
     start: float
     end: float
@@ -81,10 +137,12 @@ assert _DTYPE.itemsize == _RECORD.size == 40
 class _Writer:
     """Appends records to this process's memory-mapped chunk files."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, worker_id: int | None = None) -> None:
         self.pid = os.getpid()
-        info = torch.utils.data.get_worker_info()
-        self.worker_id = info.id if info is not None else -1
+        if worker_id is None:
+            info = torch.utils.data.get_worker_info()
+            worker_id = info.id if info is not None else -1
+        self.worker_id = worker_id
         self.current_batch = -1  # the batch this process is loading, for the collate event
         self._directory = directory
         self._map: mmap.mmap | None = None
@@ -92,10 +150,22 @@ class _Writer:
         self._words: memoryview | None = None
         self._offset = _CHUNK_BYTES
 
-    def record(self, kind: Kind, start: int, end: int, index: int = -1) -> None:
+    def record(
+        self,
+        kind: Kind,
+        start: int,
+        end: int,
+        index: int = -1,
+        pid: int | None = None,
+        worker_id: int | None = None,
+    ) -> None:
+        """Append one record; ``pid`` and ``worker_id`` default to this process's (the main process
+        gives a worker's, to draw on its lane what it did for that worker)."""
         if self._offset == _CHUNK_BYTES:
             self._next_chunk()
-        _RECORD.pack_into(self._map, self._offset, start, end, index, self.pid, self.worker_id, kind)
+        pid = self.pid if pid is None else pid
+        worker_id = self.worker_id if worker_id is None else worker_id
+        _RECORD.pack_into(self._map, self._offset, start, end, index, pid, worker_id, kind)  # type: ignore[arg-type]
         self._offset += _RECORD.size
 
     def load_items(self, load: Callable[[int], Any], indices: Sequence[int]) -> list[Any]:
@@ -185,16 +255,21 @@ class EventLog:
         self.directory = state["directory"]
         self._writer = None
 
-    def writer(self) -> _Writer:
-        """The writer for the calling process (hot paths fetch it once per batch)."""
+    def writer(self, worker_id: int | None = None) -> _Writer:
+        """The writer for the calling process (hot paths fetch it once per batch). ``worker_id``
+        names a worker process whose DataLoader worker info is not set yet."""
         writer = self._writer
         if writer is None or writer.pid != os.getpid():
-            writer = self._writer = _Writer(self.directory)
+            writer = self._writer = _Writer(self.directory, worker_id)
         return writer
 
     def record(self, kind: Kind, start: int, end: int | None = None, index: int = -1) -> None:
         """Record an event; ``end`` defaults to ``start`` (an instant)."""
         self.writer().record(kind, start, start if end is None else end, index)
+
+    def record_for(self, pid: int, worker_id: int, kind: Kind, start: int, end: int, index: int = -1) -> None:
+        """Record, from this process, an event on another process's lane (its creation, say)."""
+        self.writer().record(kind, start, end, index, pid=pid, worker_id=worker_id)
 
     def read(self) -> np.ndarray:
         """Every record written so far by any process, ordered by start time."""
@@ -267,30 +342,50 @@ class Trace:
 
     @property
     def batches_received(self) -> int:
+        """How many batches the loop received."""
         return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)
+
+    @property
+    def handed_out_before_first_batch(self) -> int:
+        """How many batches were handed out to be loaded before the loop received its first
+        (all of them if it received none): ``num_workers × prefetch_factor`` at most."""
+        first = self.first(Kind.BATCH_RECEIVED)
+        limit = first.end if first is not None else float("inf")
+        return sum(1 for e in self.of(Kind.BATCH_REQUESTED) if e.start < limit)
+
+    @property
+    def wasted_batches(self) -> list[int]:
+        """Numbers of the batches a worker built that the loop never received (after a ``break``,
+        an error or a timeout), in order."""
+        received = {e.index for e in self.of(Kind.BATCH_RECEIVED)}
+        return sorted({e.index for e in self.of(Kind.COLLATED) if e.index >= 0 and e.index not in received})
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's PID, for a run under ``forkserver``."""
+        event = next((e for e in self.events if e.kind == Kind.FORK_SERVER), None)
+        return None if event is None else event.pid
+
+    def waits_ended(self) -> list[tuple[Event, WaitEnd]]:
+        """Each ``next()`` that returned no batch, and how it ended."""
+        return [(e, WaitEnd(e.index)) for e in self.of(Kind.WAIT_ENDED)]
 
     def log_lines(
         self,
         kinds: tuple[Kind, ...] = (
-            Kind.WORKER_STARTED,
+            Kind.WORKER_READY,
             Kind.ITEM_LOADED,
             Kind.ITEM_FAILED,
             Kind.COLLATED,
             Kind.BATCH_RECEIVED,
+            Kind.WAIT_ENDED,
         ),
     ) -> str:
         """The events as lines of text in time order, like prints with exact times and PIDs."""
         lines = []
         for e in sorted(self.of(*kinds), key=lambda e: e.end):
             who = "main" if e.worker_id < 0 else f"worker {e.worker_id}"
-            what = {
-                Kind.WORKER_STARTED: "process started",
-                Kind.ITEM_LOADED: f"loaded item {e.index}",
-                Kind.ITEM_FAILED: f"failed to load item {e.index}",
-                Kind.COLLATED: f"collated batch {e.index}",
-                Kind.BATCH_RECEIVED: f"received batch {e.index}",
-            }.get(e.kind, f"{e.kind.name.lower()} {e.index}")
-            lines.append(f"t = {e.end:6.3f} s  {who:>8} (pid {e.pid}): {what}")
+            lines.append(f"t = {e.end:6.3f} s  {who:>8} (pid {e.pid}): {describe(e)}")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -300,9 +395,41 @@ class Trace:
             f"start method: {self.start_method or 'none (num_workers=0)'}; main pid {self.main_pid}; "
             f"worker processes: {len(self.worker_pids)}",
             "events: " + ", ".join(f"{name} {n}" for name, n in counts.items()),
+            f"batches received: {self.batches_received}; handed out before the first was received: "
+            f"{self.handed_out_before_first_batch}; built but never received: {len(self.wasted_batches)}",
         ]
         last = max((e.end for e in self.events), default=0.0)
         lines.append(f"last event at t = {last:.3f} s after iter()")
+        for wait, how in self.waits_ended():
+            lines.append(
+                f"a next() from t = {wait.start:.3f} s to {wait.end:.3f} s got no batch: {how.label}"
+            )
         if self.error is not None:
             lines.append(f"ended by {type(self.error).__name__}: {self.error}")
         return "\n".join(lines)
+
+
+def describe(event: Event) -> str:
+    """What ``event`` means, in a few words.
+
+    >>> describe(Event(pid=7, worker_id=0, kind=Kind.COLLATED, start=0.5, end=0.5, index=3))
+    'collated batch 3'
+    """
+    kind, index = event.kind, event.index
+    if kind == Kind.WAIT_ENDED:
+        return f"next() got no batch: {WaitEnd(index).label}"
+    return {
+        Kind.LOADER_CREATED: "DataLoader() ran",
+        Kind.ITER_CALLED: "iter() ran",
+        Kind.BATCH_REQUESTED: f"handed out batch {index}",
+        Kind.PROCESS_CREATED: "process created by main",
+        Kind.PROCESS_RUNNING: "process runs Python",
+        Kind.WORKER_READY: "worker ready (worker_init_fn ran)",
+        Kind.ITEM_LOADED: f"loaded item {index}",
+        Kind.ITEM_FAILED: f"failed to load item {index}",
+        Kind.COLLATED: f"collated batch {index}",
+        Kind.BATCH_RECEIVED: f"received batch {index}",
+        Kind.WORKER_EXITED: "worker exited",
+        Kind.ITER_CLOSED: "workers shut down",
+        Kind.FORK_SERVER: "fork server",
+    }[kind]

@@ -26,14 +26,13 @@ from torch.utils.data import (
     default_collate,
 )
 
-from .events import EventLog, Kind, Trace
+from .events import EventLog, Kind, Trace, WaitEnd
+from .internals import SHUTDOWN_WAIT_S, batches_in_flight, forget_iterator, live_iterator, shut_down
+from .lifecycle import timed_context
 from .system import descendants, wait_until_gone
 from .tracing import NumberedBatchSampler, TracedCollate, TracedDataset, TracedWorkerInit
 
 __all__ = ["TracedLoader", "check_settings", "run_experiment", "trace_loader"]
-
-#: How long closing waits for worker processes to end before it reports them as left over.
-SHUTDOWN_WAIT_S = 10.0
 
 
 def _is_count(value: object, minimum: int) -> bool:
@@ -198,7 +197,9 @@ class TracedLoader:
             pin_memory=pin_memory,
             timeout=timeout,
             worker_init_fn=TracedWorkerInit(self._log, worker_init_fn) if num_workers else worker_init_fn,
-            multiprocessing_context=self.start_method,
+            multiprocessing_context=timed_context(self.start_method, self._log)
+            if self.start_method
+            else None,
             prefetch_factor=prefetch_factor,
             persistent_workers=persistent_workers,
             in_order=in_order,
@@ -223,12 +224,15 @@ class TracedLoader:
         received = 0
         try:
             while True:
-                outstanding = _outstanding(iterator)
+                outstanding = batches_in_flight(iterator)
                 start = perf_counter_ns()
                 try:
                     batch = next(iterator)
-                except StopIteration:
-                    return
+                except BaseException as exc:
+                    log.record(Kind.WAIT_ENDED, start, perf_counter_ns(), WaitEnd.of(exc))
+                    if isinstance(exc, StopIteration):
+                        return
+                    raise
                 end = perf_counter_ns()
                 log.record(Kind.BATCH_RECEIVED, start, end, _number_returned(iterator, outstanding, received))
                 received += 1
@@ -248,28 +252,17 @@ class TracedLoader:
 
     def _shut_down(self, iterator: Any) -> None:
         start = perf_counter_ns()
-        # The threads that feed indices to the workers: PyTorch closes their queues without
-        # waiting for them, so wait here (bounded) to leave no thread of this run behind.
-        feeders = [
-            q._thread
-            for q in getattr(iterator, "_index_queues", ())
-            if getattr(q, "_thread", None) is not None
-        ]
-        shut_down_workers = getattr(iterator, "_shutdown_workers", None)
-        if shut_down_workers is not None:
-            shut_down_workers()
-        for feeder in feeders:
-            feeder.join(SHUTDOWN_WAIT_S)
+        shut_down(iterator)
         self._log.record(Kind.ITER_CLOSED, start, perf_counter_ns())
 
     def close(self) -> Trace:
         """Shut down any workers, wait for them to end, read every event; return the trace."""
         if self._trace is None:
             try:
-                persistent = getattr(self.dataloader, "_iterator", None)
+                persistent = live_iterator(self.dataloader)
                 if self.dataloader.persistent_workers and persistent is not None:
                     self._shut_down(persistent)
-                    self.dataloader._iterator = None
+                    forget_iterator(self.dataloader)
                 leftovers = wait_until_gone(descendants() - self._before, SHUTDOWN_WAIT_S)
                 self._trace = Trace.from_records(
                     self._log.read(),
@@ -306,19 +299,13 @@ class TracedLoader:
             self._log.close()  # never closed: at least remove the event files
 
 
-def _outstanding(iterator: Any) -> set[int] | None:
-    """The numbers of the batches a multi-process iterator has handed out and not yet returned."""
-    tasks = getattr(iterator, "_task_info", None)
-    return set(tasks) if isinstance(tasks, dict) else None
-
-
 def _number_returned(iterator: Any, outstanding: set[int] | None, received: int) -> int:
     """The number of the batch ``next()`` just returned: the one that left the iterator's
     outstanding batches (with ``in_order=False`` that need not be the next in line). Without
     workers, batches come strictly in order."""
     if outstanding is None:
         return received
-    returned = outstanding - (_outstanding(iterator) or set())
+    returned = outstanding - (batches_in_flight(iterator) or set())
     return max(returned) if returned else received
 
 

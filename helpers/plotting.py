@@ -162,7 +162,7 @@ def plot_swimlanes(
             _bars(ax, of(Kind.ITEM_LOADED), y, COLORS["item"], None, "{}", span)
             _bars(ax, of(Kind.ITEM_FAILED), y, COLORS["failed"], "xx", "{}", span)
             _bars(ax, of(Kind.COLLATED), y, COLORS["collate"], "//", "b{}", span)
-            for e in of(Kind.WORKER_STARTED):
+            for e in of(Kind.WORKER_READY):
                 ax.plot(
                     e.start,
                     y,

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter_ns
 from typing import Any
 
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from .events import EventLog, Kind, _Writer
+from .internals import show_dataset_to_worker
 
 __all__ = ["IndexBatch", "NumberedBatchSampler", "TracedCollate", "TracedDataset", "TracedWorkerInit"]
 
@@ -107,7 +108,7 @@ def _record_exit(writer: _Writer) -> None:
 
 
 class TracedWorkerInit:
-    """A ``worker_init_fn`` that records the worker's start, arranges for its normal exit to be
+    """A ``worker_init_fn`` that records that the worker is ready, arranges for its normal exit to be
     recorded, then calls the user's own ``worker_init_fn`` if there is one."""
 
     def __init__(self, log: EventLog, worker_init_fn: Callable[[int], None] | None = None) -> None:
@@ -115,9 +116,12 @@ class TracedWorkerInit:
         self.worker_init_fn = worker_init_fn
 
     def __call__(self, worker_id: int) -> None:
-        writer = self.log.writer()
+        info = get_worker_info()
+        if info is not None and isinstance(info.dataset, TracedDataset):
+            show_dataset_to_worker(info.dataset.dataset)  # user code sees its own dataset
+        writer = self.log.writer(worker_id)
         now = perf_counter_ns()
-        writer.record(Kind.WORKER_STARTED, now, now, worker_id)
+        writer.record(Kind.WORKER_READY, now, now, worker_id)
         # multiprocessing runs these finalizers when the worker's run() returns (not on a crash).
         multiprocessing.util.Finalize(None, functools.partial(_record_exit, writer), exitpriority=100)
         if self.worker_init_fn is not None:

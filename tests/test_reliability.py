@@ -94,7 +94,7 @@ def test_every_ending_leaves_nothing_behind(
 ) -> None:
     trace = ENDINGS[ending](start_method)
     assert trace.leftover_processes == ()
-    assert len(trace.of(Kind.WORKER_STARTED)) == 2, "both workers' start events are in the trace"
+    assert len(trace.of(Kind.WORKER_READY)) == 2, "both workers' start events are in the trace"
     assert trace.first(Kind.ITER_CLOSED) is not None
     if ending in ("normal end", "break"):
         assert trace.error is None

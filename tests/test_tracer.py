@@ -37,7 +37,7 @@ def test_every_event_arrives_from_the_right_process(start_method: str) -> None:
         assert len(mine) >= 3
     assert [e.index for e in trace.of(Kind.BATCH_RECEIVED)] == [0, 1, 2, 3]
     assert all(e.pid == main for e in trace.of(Kind.BATCH_RECEIVED, Kind.BATCH_REQUESTED, Kind.ITER_CALLED))
-    assert Counter(e.pid for e in trace.of(Kind.WORKER_STARTED)) == Counter(dict.fromkeys(workers, 1))
+    assert Counter(e.pid for e in trace.of(Kind.WORKER_READY)) == Counter(dict.fromkeys(workers, 1))
     assert Counter(e.pid for e in trace.of(Kind.WORKER_EXITED)) == Counter(dict.fromkeys(workers, 1))
     assert all(e.start <= e.end for e in trace.events)
     assert trace.processes_after_construction == () and trace.leftover_processes == ()
@@ -50,7 +50,7 @@ def test_workers_start_inside_iter_not_at_construction(start_method: str) -> Non
     assert created is not None and iter_called is not None
     assert created.end <= iter_called.start == 0.0
     assert trace.processes_after_construction == ()
-    for start in trace.of(Kind.WORKER_STARTED):
+    for start in trace.of(Kind.WORKER_READY):
         assert start.start > iter_called.start
 
 
@@ -73,7 +73,7 @@ def test_without_workers_everything_happens_in_main() -> None:
     trace = run_experiment(SleepDataset(6, delay=0.0), batch_size=2, num_workers=0, collate_fn=stack_collate)
     assert trace.start_method is None
     assert {e.pid for e in trace.events} == {os.getpid()}
-    assert trace.of(Kind.WORKER_STARTED) == []
+    assert trace.of(Kind.WORKER_READY) == []
     assert [e.index for e in trace.of(Kind.COLLATED)] == [0, 1, 2]
 
 
@@ -109,7 +109,7 @@ def test_users_worker_init_fn_still_runs(start_method: str) -> None:
     ) as loader:
         seen = sorted({int(v) for batch in loader for v in batch})
     assert seen == [0, 1]
-    assert len(loader.trace.of(Kind.WORKER_STARTED)) == 2
+    assert len(loader.trace.of(Kind.WORKER_READY)) == 2
 
 
 def test_persistent_workers_are_reused_across_epochs(start_method: str) -> None:
@@ -122,7 +122,7 @@ def test_persistent_workers_are_reused_across_epochs(start_method: str) -> None:
         epochs=2,
     )
     assert len(trace.of(Kind.ITER_CALLED)) == 2
-    assert len(trace.of(Kind.WORKER_STARTED)) == 2
+    assert len(trace.of(Kind.WORKER_READY)) == 2
     assert trace.batches_received == 4 and trace.leftover_processes == ()
 
 
@@ -130,7 +130,7 @@ def test_new_workers_every_epoch_without_persistence() -> None:
     trace = run_experiment(
         SleepDataset(4, delay=0.0), batch_size=2, num_workers=2, start_method="fork", epochs=2
     )
-    assert len(trace.of(Kind.WORKER_STARTED)) == 4
+    assert len(trace.of(Kind.WORKER_READY)) == 4
     assert len(trace.worker_pids) == 4
 
 

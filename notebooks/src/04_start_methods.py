@@ -45,7 +45,7 @@ compare_swimlanes(traces)
 print(f"{'start method':>12} {'iter() took':>12} {'first batch after':>18} {'workers up after':>17}")
 for method, trace in traces.items():
     cost = epoch_costs(trace)[0]
-    up = max(e.start for e in trace.of(Kind.WORKER_STARTED))
+    up = max(e.start for e in trace.of(Kind.WORKER_READY))
     print(f"{method:>12} {cost.iter_s * 1000:>9.0f} ms {cost.first_batch_s:>16.2f} s {up:>15.2f} s")
 
 # %% [markdown]
