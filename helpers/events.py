@@ -347,10 +347,12 @@ class Trace:
 
     @property
     def handed_out_before_first_batch(self) -> int:
-        """How many batches were handed out to be loaded before the loop received its first
-        (all of them if it received none): ``num_workers × prefetch_factor`` at most."""
+        """How many batches were handed out to be loaded before the loop asked for the batch it
+        received first (all of them if it received none): what ``iter()`` primed the workers
+        with, ``num_workers × prefetch_factor`` or the number of batches if that is smaller. (As
+        each batch arrives, PyTorch hands out one more; those are not counted.)"""
         first = self.first(Kind.BATCH_RECEIVED)
-        limit = first.end if first is not None else float("inf")
+        limit = first.start if first is not None else float("inf")
         return sum(1 for e in self.of(Kind.BATCH_REQUESTED) if e.start < limit)
 
     @property
