@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from helpers import SleepDataset, SwimlanePanel, run_experiment, trace_loader
 from helpers.claims import epoch_costs
 from helpers.events import EventLog
+from helpers.internals import shut_down
 from helpers.tracing import TracedDataset
 
 from .workloads import SmallTensors
@@ -103,6 +104,56 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
         "untraced_items_per_s": size / statistics.median(p[0] for p, _ in pairs),
         "traced_items_per_s": size / statistics.median(t[0] for _, t in pairs),
         "trace_build_s_per_epoch": statistics.median(build) / (epochs + 1),
+    }
+
+
+def _first_batch_s(make: Any) -> float:
+    """Seconds from ``iter()`` to the first batch of the iterable ``make()`` returns (a loader),
+    which is then closed: a worker's whole start-up, as the reader waits for it."""
+    loader = make()
+    try:
+        started = time.perf_counter()
+        iterator = iter(loader)
+        next(iterator)
+        took = time.perf_counter() - started
+        if hasattr(loader, "close"):
+            iterator.close()  # the traced loader's generator: shuts its workers down
+        else:
+            shut_down(iterator)
+        del iterator
+        return took
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
+
+
+def startup_overhead(method: str, reps: int) -> dict[str, Any]:
+    """Time to the first batch, traced over plain, under ``method``: the tracer must not lengthen
+    the start-up it draws (what a spawned worker imports and unpickles of ours). Pairs run back to
+    back in alternating order; the ratio is the median of the pairs' ratios."""
+    dataset = SleepDataset(size=8, delay=0.0)
+    settings = {"batch_size": 2, "num_workers": 2}
+
+    def plain() -> float:
+        return _first_batch_s(lambda: DataLoader(dataset, multiprocessing_context=method, **settings))
+
+    def traced() -> float:
+        return _first_batch_s(lambda: trace_loader(dataset, start_method=method, **settings))
+
+    plain()  # warm-up: the fork server, the resource tracker, the page cache
+    pairs = []
+    for rep in range(reps):
+        if rep % 2:
+            t, p = traced(), plain()
+        else:
+            p, t = plain(), traced()
+        pairs.append((p, t))
+    ratios = sorted(t / p for p, t in pairs)
+    return {
+        "ratio": statistics.median(ratios),
+        "ratio_range": [ratios[0], ratios[-1]],
+        "plain_s": statistics.median(p for p, _ in pairs),
+        "traced_s": statistics.median(t for _, t in pairs),
     }
 
 
@@ -259,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in ("fork", "spawn")
         if m in METHODS
     }
+    results["startup_overhead"] = {
+        m: startup_overhead(m, 2 if args.quick else 9) for m in ("spawn", "forkserver") if m in METHODS
+    }
     results["item_cost"] = item_cost(2_000 if args.quick else 50_000, reps)
     results["redraw"] = {
         m: redraw(m, 1 if args.quick else 6, 0.01 if args.quick else 0.1)
@@ -280,6 +334,11 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{'tracer: traced/untraced throughput, ' + method:<48} {r['ratio']:>10.3f}   >= 0.95")
         lines.append(f"{'  pairs ranged from':<48} {r['ratio_range'][0]:>10.3f} to {r['ratio_range'][1]:.3f}")
         lines.append(f"{'tracer: untraced/traced CPU seconds, ' + method:<48} {r['cpu_ratio']:>10.3f}")
+    for method, r in results["startup_overhead"].items():
+        lines.append(
+            f"{'tracer: traced/plain time to first batch, ' + method:<48} {r['ratio']:>10.3f}   <= 1.05"
+        )
+        lines.append(f"{'  pairs ranged from':<48} {r['ratio_range'][0]:>10.3f} to {r['ratio_range'][1]:.3f}")
     c = results["item_cost"]
     lines.append(
         f"{'tracer: µs per item, untraced / traced':<48} {c['untraced_us']:>10.2f} / {c['traced_us']:.2f}"
