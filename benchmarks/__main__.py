@@ -20,7 +20,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import nbformat
 import psutil
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from helpers import SleepDataset, SwimlanePanel, run_experiment, trace_loader
 from helpers.claims import epoch_costs
 from helpers.events import EventLog
-from helpers.internals import shut_down
+from helpers.internals import live_iterator, shut_down, worker_pids
 from helpers.tracing import TracedDataset
 
 from .workloads import SmallTensors
@@ -63,7 +63,7 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
     out), then takes the fastest of ``epochs`` epochs; CPU seconds of main + workers are counted
     over those epochs too, a figure less disturbed by the scheduler on a small machine."""
     dataset = SmallTensors(size)
-    settings = {"batch_size": 64, "num_workers": 2, "persistent_workers": True}
+    settings: dict[str, Any] = {"batch_size": 64, "num_workers": 2, "persistent_workers": True}
     me = os.getpid()
     pairs, build = [], []
 
@@ -76,8 +76,8 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
 
     def plain() -> tuple[float, float]:
         loader = DataLoader(dataset, multiprocessing_context=method, **settings)
-        result = measure(loader, lambda: [w.pid for w in loader._iterator._workers])
-        loader._iterator._shutdown_workers()  # persistent workers: stop them now
+        result = measure(loader, lambda: worker_pids(live_iterator(loader)))
+        shut_down(live_iterator(loader))  # persistent workers: stop them now
         return result
 
     def traced() -> tuple[float, float]:
@@ -132,7 +132,7 @@ def startup_overhead(method: str, reps: int) -> dict[str, Any]:
     the start-up it draws (what a spawned worker imports and unpickles of ours). Pairs run back to
     back in alternating order; the ratio is the median of the pairs' ratios."""
     dataset = SleepDataset(size=8, delay=0.0)
-    settings = {"batch_size": 2, "num_workers": 2}
+    settings: dict[str, Any] = {"batch_size": 2, "num_workers": 2}
 
     def plain() -> float:
         return _first_batch_s(lambda: DataLoader(dataset, multiprocessing_context=method, **settings))
@@ -226,7 +226,7 @@ class PeakMemory:
                 total += getattr(info, "pss", info.uss)
             self.peak = max(self.peak, total)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -251,8 +251,8 @@ def series(notebooks: list[Path]) -> dict[str, Any]:
                 timing = cell.get("metadata", {}).get("execution", {})
                 if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
                     took = (
-                        datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
-                        - datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+                        datetime.fromisoformat(timing["shell.execute_reply"])
+                        - datetime.fromisoformat(timing["iopub.execute_input"])
                     ).total_seconds()
                     slowest = max(slowest, (took, f"{path.name} cell {number}"))
         total = time.perf_counter() - started
@@ -267,7 +267,7 @@ def series(notebooks: list[Path]) -> dict[str, Any]:
 
 def start_methods(reps: int) -> dict[str, Any]:
     """``iter()`` cost and time to the first batch, per start method (2 workers)."""
-    found = {}
+    found: dict[str, Any] = {}
     for method in METHODS:
         costs = [
             epoch_costs(

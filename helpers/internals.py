@@ -20,11 +20,11 @@ from torch.utils.data._utils import worker as _worker
 __all__ = [
     "SHUTDOWN_WAIT_S",
     "batches_in_flight",
-    "fork_server_pid",
     "forget_iterator",
+    "fork_server_pid",
     "live_iterator",
-    "shut_down",
     "show_dataset_to_worker",
+    "shut_down",
     "worker_id_of",
     "worker_pids",
 ]

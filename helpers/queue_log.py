@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Self
 
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Dataset
@@ -101,7 +101,7 @@ class QueueTracedLoader:
         self._iterators.append(iterator)
         yield from iterator
 
-    def __enter__(self) -> QueueTracedLoader:
+    def __enter__(self) -> Self:
         self._reader.start()
         return self
 

@@ -34,4 +34,5 @@ class DatasetTypeDataset(Dataset):
 
 def remember_dataset_type(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
+    assert info is not None, "runs in a worker"
     DatasetTypeDataset.seen_in_worker_init = int(type(info.dataset) is DatasetTypeDataset)

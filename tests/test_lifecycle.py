@@ -3,16 +3,17 @@ records creating it (inside ``iter()``), the worker its first moment of Python a
 ready. Every ``next()`` that gets no batch is recorded with how it ended. Traced workers import
 nothing heavy of ours, so tracing does not lengthen the start-up it draws."""
 
+import importlib
 import multiprocessing
 
 import pytest
 import torch
+from probes import HEAVY_MODULES, ModulesDataset
 from torch.utils.data import DataLoader
 
 from helpers import Kind, SleepDataset, WaitEnd, run_experiment, trace_loader
 from helpers.datasets import FaultyDataset
 from helpers.events import FORK_SERVER_ID
-from probes import HEAVY_MODULES, ModulesDataset
 
 
 def test_every_worker_is_created_inside_iter_before_it_is_ready(start_method: str) -> None:
@@ -43,14 +44,15 @@ def test_under_forkserver_the_fork_server_is_on_the_trace() -> None:
         assert len(servers) == 1 and servers[0].worker_id == FORK_SERVER_ID
         assert trace.fork_server_pid == servers[0].pid not in trace.worker_pids
         assert servers[0].start <= trace.of(Kind.PROCESS_CREATED)[0].end
-    assert traces[1].of(Kind.FORK_SERVER)[0].start < traces[1].first(Kind.ITER_CALLED).start
+    assert traces[1].of(Kind.FORK_SERVER)[0].start < traces[1].of(Kind.ITER_CALLED)[0].start
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_traced_workers_import_nothing_heavy_of_ours(method: str) -> None:
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} on this platform")
-    import IPython, ipywidgets, matplotlib.pyplot, psutil  # noqa: E401, F401 (as in a notebook's kernel)
+    for name in ("IPython", "ipywidgets", "matplotlib.pyplot", "psutil"):  # as in a notebook's kernel
+        importlib.import_module(name)
 
     with trace_loader(ModulesDataset(), batch_size=2, num_workers=1, start_method=method) as loader:
         (flags,) = list(loader)

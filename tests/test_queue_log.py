@@ -32,13 +32,15 @@ def test_a_killed_worker_ends_the_run_without_hanging_or_leaving_a_thread() -> N
     before = _threads()
     # PyTorch reports the death as RuntimeError, or fails to fetch a batch the dead worker sent
     # (EOFError, ConnectionResetError): which depends on timing.
-    with pytest.raises((RuntimeError, EOFError, OSError)):
-        with QueueTracedLoader(
+    with (
+        pytest.raises((RuntimeError, EOFError, OSError)),
+        QueueTracedLoader(
             FaultyDataset(size=40, delay=0.0, kill_on=(30,), shape=(1,)),
             batch_size=10,
             num_workers=1,
             start_method="fork",
-        ) as loader:
-            list(loader)
+        ) as loader,
+    ):
+        list(loader)
     assert {e.index for e in loader.events} <= set(range(30))
     assert _threads() <= before
