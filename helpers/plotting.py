@@ -604,7 +604,8 @@ def _draw_life(chart: _Chart, mine: list[Event], y: float) -> None:
         born = created[0].start
         end = ready[0].start if ready else max(e.end for e in mine)
         bar = chart.bars([(born, end)], y, "starting")[0]
-        chart.label(f"starting {_seconds(end - born)}", [_Spot((bar.x0 + bar.x1) / 2, y)], host=bar)
+        inside = [_Spot(bar.x0 + f * (bar.x1 - bar.x0), y) for f in (0.5, 0.6, 0.4, 0.7, 0.3)]  # off the tick
+        chart.label(f"starting {_seconds(end - born)}", inside, host=bar)
         hidden = bool(ready) and end - born < chart.width(_LOOKS["ready"].size)
         chart.marks([born], y - _BAR / 2 if hidden else y, "created")  # below the star it would hide
     chart.marks([e.start for e in _of(mine, Kind.PROCESS_RUNNING)], y, "running")
