@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLORS",
+    "MIN_COLLATE_PT",
     "STYLE",
     "compare_swimlanes",
     "figure_png",
@@ -154,7 +155,7 @@ def lanes(trace: Trace) -> list[tuple[int, str]]:
     server = trace.fork_server_pid
     if server is not None:
         found.append((server, f"fork server\npid {server}"))
-    workers = sorted(order, key=lambda pid: order[pid])
+    workers = sorted(order, key=order.__getitem__)
     return found + [(pid, f"worker {order[pid][1]}\npid {pid}{parent}") for pid in workers]
 
 
@@ -416,7 +417,7 @@ def _around(layout: _Layout, box: _Box, text: str, rows: int = 1, inside: bool =
 def _clusters(xs: Sequence[float], gap: float) -> list[list[int]]:
     """Indices of ``xs`` in order of ``xs``, in runs whose neighbours are at most ``gap`` apart."""
     runs: list[list[int]] = []
-    for i in sorted(range(len(xs)), key=lambda i: xs[i]):
+    for i in sorted(range(len(xs)), key=xs.__getitem__):
         if runs and xs[i] - xs[runs[-1][-1]] <= gap:
             runs[-1].append(i)
         else:

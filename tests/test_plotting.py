@@ -207,6 +207,16 @@ def test_each_worker_lane_shows_its_process_created_inside_iter_and_starting_unt
     assert any(label.startswith("fork server") for label in labels) == (start_method == "forkserver")
 
 
+def test_a_worker_that_never_exited_normally_gets_a_red_cross_at_its_last_event() -> None:
+    trace = _run(workers=2, batches=2)
+    survivor = [e for e in trace.events if not (e.kind == Kind.WORKER_EXITED and e.worker_id == 1)]
+    killed = Trace(tuple(survivor), MAIN, "spawn", error=RuntimeError("worker 1 was killed"))
+    ax = _drawn(plot_swimlanes(killed))
+    last = max(e.end for e in survivor if e.worker_id == 1)
+    assert _points(ax, "died") == [(last, -2.0)] and len(_points(ax, "exit")) == 1
+    assert "ended without a normal exit" in legend_entries(killed)
+
+
 def test_a_fork_server_started_long_before_iter_is_a_note_not_a_stretched_axis() -> None:
     long_ago = _event(Kind.FORK_SERVER, -312.0, worker=FORK_SERVER_ID)
     trace = _run(workers=2, batches=2, method="forkserver", extra=(long_ago,))
@@ -282,12 +292,11 @@ def test_legend_lists_exactly_the_kinds_of_mark_drawn() -> None:
 
 
 def test_compared_traces_share_one_time_axis_and_one_legend() -> None:
-    quick, slow = _run(workers=2, batches=2, method="fork", ready=0.01), _run(workers=3, batches=3)
-    fig = compare_swimlanes({"fork": quick, "spawn": slow})
+    slow, quick = _run(workers=3, batches=3), _run(workers=2, batches=2, method="fork", ready=0.01)
+    fig = compare_swimlanes({"spawn": slow, "fork": quick})
     top, bottom = fig.axes
-    assert top.get_xlim() == bottom.get_xlim() and [a.get_title(loc="left") for a in fig.axes] == [
-        "fork",
-        "spawn",
-    ]
-    assert len(top.get_yticks()) == 3 and len(bottom.get_yticks()) == 4
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["spawn", "fork"]
+    last = max(e.end for e in slow.events)
+    assert top.get_xlim() == bottom.get_xlim() and top.get_xlim()[1] > last
+    assert len(top.get_yticks()) == 4 and len(bottom.get_yticks()) == 3
     assert len(fig.legends) == 1
