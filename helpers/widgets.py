@@ -45,33 +45,14 @@ class SwimlanePanel:
     ) -> None:
         self.dataset = dataset
         self.fixed = fixed
-        style = {"description_width": "initial"}
-        layout = widgets.Layout(width="320px")
         most = workers_that_fit() if max_workers is None else max_workers
-        self.num_workers = widgets.IntSlider(
-            min(num_workers, most), min=0, max=most, description="num_workers", style=style, layout=layout
-        )
-        self.batch_size = widgets.IntSlider(
-            batch_size, min=1, max=8, description="batch_size", style=style, layout=layout
-        )
-        self.prefetch_factor = widgets.IntSlider(
-            prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout
-        )
-        methods = multiprocessing.get_all_start_methods()
-        self.start_method = widgets.Dropdown(
-            options=methods,
-            value=start_method or multiprocessing.get_context().get_start_method(),
-            description="start method",
-            style=style,
-            layout=widgets.Layout(width="260px"),
-        )
+        controls = self._controls(min(num_workers, most), most, batch_size, prefetch_factor, start_method)
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
         self.image.add_class("swimlane-chart")
         # The legend names the marks on show; drawn once for each set of them, redraws stay fast.
         self.legend = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
         self._legends: dict[tuple[str, ...], bytes] = {}
-        controls = [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
         self.widget = widgets.VBox(
             [widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image, self.legend]
         )
@@ -87,6 +68,30 @@ class SwimlanePanel:
         self._show(self.settings())
         for control in controls:
             control.observe(self._on_change, names="value")
+
+    def _controls(
+        self, num_workers: int, most: int, batch_size: int, prefetch_factor: int, start_method: str | None
+    ) -> list[widgets.Widget]:
+        """Make the sliders and the start method menu; return them in the order they are shown."""
+        style = {"description_width": "initial"}
+        layout = widgets.Layout(width="320px")
+        self.num_workers = widgets.IntSlider(
+            num_workers, min=0, max=most, description="num_workers", style=style, layout=layout
+        )
+        self.batch_size = widgets.IntSlider(
+            batch_size, min=1, max=8, description="batch_size", style=style, layout=layout
+        )
+        self.prefetch_factor = widgets.IntSlider(
+            prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout
+        )
+        self.start_method = widgets.Dropdown(
+            options=multiprocessing.get_all_start_methods(),
+            value=start_method or multiprocessing.get_context().get_start_method(),
+            description="start method",
+            style=style,
+            layout=widgets.Layout(width="260px"),
+        )
+        return [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
 
     def settings(self) -> dict[str, Any]:
         """The loader settings the controls show now."""
