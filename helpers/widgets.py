@@ -13,10 +13,10 @@ from torch.utils.data import Dataset
 
 from .events import Trace
 from .experiment import run_experiment
-from .plotting import figure_png, lanes, legend_figure, plot_swimlanes
+from .plotting import figure_png, legend_entries, legend_figure, plot_swimlanes
 from .system import workers_that_fit
 
-__all__ = ["SwimlanePanel"]
+__all__ = ["SwimlanePanel", "status_line"]
 
 
 class SwimlanePanel:
@@ -25,7 +25,8 @@ class SwimlanePanel:
 
     Changes that arrive while an experiment runs are merged: when it ends, only the latest setting
     is run and drawn, so at most one experiment (and its workers) exists at a time. The first
-    chart is drawn before the constructor returns. ``fixed`` settings (``shuffle``,
+    chart is drawn before the constructor returns. The status line above the chart always
+    describes the chart on show: it is updated before the chart is. ``fixed`` settings (``shuffle``,
     ``max_batches``, ``epochs``, ...) go to :func:`~helpers.experiment.run_experiment` unchanged.
     The ``num_workers`` slider stops at ``max_workers``, by default as many spawned workers as
     fit in this kernel's memory limit (:func:`~helpers.system.workers_that_fit`; 7 on Binder).
@@ -44,36 +45,14 @@ class SwimlanePanel:
     ) -> None:
         self.dataset = dataset
         self.fixed = fixed
-        style = {"description_width": "initial"}
-        layout = widgets.Layout(width="320px")
         most = workers_that_fit() if max_workers is None else max_workers
-        self.num_workers = widgets.IntSlider(
-            min(num_workers, most), min=0, max=most, description="num_workers", style=style, layout=layout
-        )
-        self.batch_size = widgets.IntSlider(
-            batch_size, min=1, max=8, description="batch_size", style=style, layout=layout
-        )
-        self.prefetch_factor = widgets.IntSlider(
-            prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout
-        )
-        methods = multiprocessing.get_all_start_methods()
-        self.start_method = widgets.Dropdown(
-            options=methods,
-            value=start_method or multiprocessing.get_context().get_start_method(),
-            description="start method",
-            style=style,
-            layout=widgets.Layout(width="260px"),
-        )
+        controls = self._controls(min(num_workers, most), most, batch_size, prefetch_factor, start_method)
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
         self.image.add_class("swimlane-chart")
-        # The legend never changes: drawn once here, it keeps each redraw fast.
-        self.legend = widgets.Image(
-            value=figure_png(legend_figure()),
-            format="png",
-            layout=widgets.Layout(width="100%", max_width="1100px"),
-        )
-        controls = [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
+        # The legend names the marks on show; drawn once for each set of them, redraws stay fast.
+        self.legend = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
+        self._legends: dict[tuple[str, ...], bytes] = {}
         self.widget = widgets.VBox(
             [widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.status, self.image, self.legend]
         )
@@ -89,6 +68,30 @@ class SwimlanePanel:
         self._show(self.settings())
         for control in controls:
             control.observe(self._on_change, names="value")
+
+    def _controls(
+        self, num_workers: int, most: int, batch_size: int, prefetch_factor: int, start_method: str | None
+    ) -> list[widgets.Widget]:
+        """Make the sliders and the start method menu; return them in the order they are shown."""
+        style = {"description_width": "initial"}
+        layout = widgets.Layout(width="320px")
+        self.num_workers = widgets.IntSlider(
+            num_workers, min=0, max=most, description="num_workers", style=style, layout=layout
+        )
+        self.batch_size = widgets.IntSlider(
+            batch_size, min=1, max=8, description="batch_size", style=style, layout=layout
+        )
+        self.prefetch_factor = widgets.IntSlider(
+            prefetch_factor, min=1, max=4, description="prefetch_factor", style=style, layout=layout
+        )
+        self.start_method = widgets.Dropdown(
+            options=multiprocessing.get_all_start_methods(),
+            value=start_method or multiprocessing.get_context().get_start_method(),
+            description="start method",
+            style=style,
+            layout=widgets.Layout(width="260px"),
+        )
+        return [self.num_workers, self.batch_size, self.prefetch_factor, self.start_method]
 
     def settings(self) -> dict[str, Any]:
         """The loader settings the controls show now."""
@@ -124,7 +127,7 @@ class SwimlanePanel:
         self.status.value = "<i>running a DataLoader with these settings…</i>"
         try:
             trace = run_experiment(self.dataset, raise_errors=False, **settings)
-        except Exception as exc:  # a bad setting: say so and keep the panel usable
+        except Exception as exc:  # noqa: BLE001 (a bad setting, or any failure: say so, stay usable)
             self.status.value = f"<b>Could not run:</b> {html.escape(str(exc))}"
             return
         finally:
@@ -133,17 +136,20 @@ class SwimlanePanel:
             if self._wanted is not None:
                 return  # a newer setting is waiting: don't draw this one
         figure = plot_swimlanes(trace, legend=False)
-        self.image.value = figure_png(figure)
+        chart, legend = figure_png(figure), self._legend_png(trace)
+        # Status first: a reader who sees the new chart finds the status that describes it.
+        self.status.value = status_line(trace)
+        self.legend.value = legend
+        self.image.value = chart
         self.trace, self.figure = trace, figure
         self.charts_drawn += 1
-        last = max((e.end for e in trace.events), default=0.0)
-        message = (
-            f"{len(lanes(trace)) - 1} worker lanes · {trace.batches_received} batches received · "
-            f"last event {last:.2f} s after iter()"
-        )
-        if trace.error is not None:
-            message += f" — <b>{html.escape(type(trace.error).__name__)}</b>: {html.escape(str(trace.error).splitlines()[0])}"
-        self.status.value = message
+
+    def _legend_png(self, trace: Trace) -> bytes:
+        """The legend of ``trace``'s chart, drawn once for each set of marks."""
+        entries = tuple(legend_entries(trace))
+        if entries not in self._legends:
+            self._legends[entries] = figure_png(legend_figure(trace))
+        return self._legends[entries]
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
@@ -152,3 +158,23 @@ class SwimlanePanel:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def status_line(trace: Trace) -> str:
+    """What the chart of ``trace`` shows, in one line of HTML: its worker lanes, the batches the
+    loop received, how many were handed out before the first arrived and how many were built for
+    nothing, and the error that ended the run, if one did."""
+    last = max((e.end for e in trace.events), default=0.0)
+    message = " · ".join(
+        [
+            f"{len(trace.worker_pids)} worker lanes",
+            f"{trace.batches_received} batches received",
+            f"{trace.handed_out_before_first_batch} handed out before the first was received",
+            f"{len(trace.wasted_batches)} built but never received",
+            f"last event {last:.2f} s after iter()",
+        ]
+    )
+    if trace.error is not None:
+        name, first_line = type(trace.error).__name__, str(trace.error).splitlines()[0]
+        message += f" — <b>{html.escape(name)}</b>: {html.escape(first_line)}"
+    return message

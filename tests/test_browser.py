@@ -213,16 +213,23 @@ def test_notebook_runs_in_jupyterlab(lab_url: str, browser: object, path: Path) 
             panel.scroll_into_view_if_needed()
             slider = panel.locator(".widget-slider", has_text="num_workers")
             before_workers = int(slider.locator(".widget-readout").inner_text())
-            image = panel.locator(".swimlane-chart")
-            before_src = image.get_attribute("src")
+            # The status must already describe the new chart when the chart changes: note what it
+            # says at that moment, then wait for it.
+            page.evaluate(
+                """([chart, status]) => {
+                    window.statusWhenChartChanged = null;
+                    new MutationObserver(() => { window.statusWhenChartChanged ??= status.innerText; })
+                        .observe(chart, {attributes: true, attributeFilter: ['src']});
+                }""",
+                [
+                    panel.locator(".swimlane-chart").element_handle(),
+                    panel.locator(".widget-html").element_handle(),
+                ],
+            )
             slider.locator(".noUi-handle").focus()
             page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "([img, src]) => img.getAttribute('src') !== src",
-                arg=[image.element_handle(), before_src],
-                timeout=120_000,
-            )
-            status = panel.locator(".widget-html").inner_text()
+            page.wait_for_function("() => window.statusWhenChartChanged !== null", timeout=120_000)
+            status = page.evaluate("() => window.statusWhenChartChanged")
             assert f"{before_workers + 1} worker lanes" in status
         page.screenshot(path=str(ARTIFACTS / "screenshots" / f"{path.stem}.png"))
         if panels.count():

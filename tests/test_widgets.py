@@ -1,7 +1,11 @@
 """Moving a control re-runs a real experiment and redraws the chart for the new setting."""
 
+from typing import Any
+
 from helpers import SleepDataset, SwimlanePanel
-from helpers.plotting import lanes
+from helpers.events import FORK_SERVER_ID, Event, Kind, Trace
+from helpers.plotting import lanes, legend_entries
+from helpers.widgets import status_line
 
 
 def _lane_labels(panel: SwimlanePanel) -> list[str]:
@@ -28,6 +32,48 @@ def test_slider_change_redraws_for_the_new_setting() -> None:
     panel.batch_size.value = 4
     assert panel.wait(timeout=60)
     assert panel.trace.settings["batch_size"] == 4 and panel.trace.batches_received == 2
+
+
+def test_status_describes_the_chart_whenever_the_chart_changes() -> None:
+    panel = SwimlanePanel(
+        SleepDataset(12, delay=0.005), num_workers=1, batch_size=2, start_method="fork", max_batches=2
+    )
+    status_when_drawn: list[str] = []
+
+    def chart_changed(_change: Any) -> None:
+        status_when_drawn.append(panel.status.value)
+
+    panel.image.observe(chart_changed, names="value")
+    panel.num_workers.value = 3
+    assert panel.wait(timeout=60) and panel.trace is not None
+    trace = panel.trace
+    assert len(status_when_drawn) == 1
+    assert status_when_drawn[0].startswith(
+        f"3 worker lanes · 2 batches received · {trace.handed_out_before_first_batch} handed out before "
+        f"the first was received · {len(trace.wasted_batches)} built but never received · "
+    )
+    assert trace.handed_out_before_first_batch == 6  # 3 workers × prefetch_factor 2
+
+
+def test_status_counts_worker_lanes_not_the_fork_server() -> None:
+    events = (
+        Event(100, -1, Kind.ITER_CALLED, 0.0, 0.01, -1),
+        Event(50, FORK_SERVER_ID, Kind.FORK_SERVER, -30.0, -30.0, -1),
+        Event(200, 0, Kind.WORKER_READY, 0.5, 0.5, 0),
+        Event(201, 1, Kind.WORKER_READY, 0.5, 0.5, 1),
+    )
+    trace = Trace(events=events, main_pid=100, start_method="forkserver")
+    assert len(lanes(trace)) == 4 and status_line(trace).startswith("2 worker lanes · 0 batches received")
+
+
+def test_legend_names_the_marks_of_the_chart_on_show() -> None:
+    panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=0, batch_size=2)
+    without_workers = panel.legend.value
+    assert panel.trace is not None and "process created" not in legend_entries(panel.trace)
+    panel.num_workers.value = 1
+    panel.start_method.value = "fork"
+    assert panel.wait(timeout=60) and panel.trace is not None
+    assert "process created" in legend_entries(panel.trace) and panel.legend.value != without_workers
 
 
 def test_rapid_changes_draw_only_the_last_setting() -> None:

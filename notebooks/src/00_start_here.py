@@ -54,14 +54,30 @@ plot_swimlanes(trace)
 
 # %% [markdown]
 # - Each **lane** is one process: the main process (your kernel) on top, then each worker with its
-#   worker id and PID.
+#   worker id and PID. Under `forkserver` a lane for the **fork server** comes next (with when it
+#   was started, which may be long before `iter()`), and each worker's label says it is a *child
+#   of fork server*.
 # - Time runs left to right in **seconds since `iter(loader)`** was called (the solid line, t = 0).
-#   The dashed line just before it is `DataLoader(...)` being constructed.
-# - **Blue bars** are items loading, labelled with the dataset index; **orange hatched bars** are
-#   `collate_fn` building a batch, labelled with the batch number.
-# - A **green star** is the first moment a worker process runs our code; a black **x** is its exit.
-# - In the main lane, **blue triangles** mark batches handed out to workers and **black triangles**
-#   mark batches the loop received; grey is the loop waiting.
+#   The dashed line just before it is `DataLoader(...)`; the **green dotted bar** is each call
+#   running.
+# - A worker's life, left to right: a **white circle** where the main process **created** it; a
+#   **light green hatched bar** while it is **starting** (under `spawn`: a new Python interpreter,
+#   imports, unpickling the dataset; under `fork`: the copy and PyTorch's set-up), with a **black
+#   tick** at the first moment our Python code ran in it; a **green star** when it is **ready**
+#   (`worker_init_fn` ran); its work; a **black ×** at its exit (a **red ×**: it ended without a
+#   normal exit).
+# - **Blue bars** are items loading, labelled with the dataset index where the number fits;
+#   **orange hatched bars** are `collate_fn` building a batch, always labelled with its batch
+#   number (`b3`). A **grey hatched bar** labelled `b5 unused` is a batch a worker built that the
+#   loop never received.
+# - Below the main lane, **blue triangles** mark batches handed out to workers; `×5` beside them
+#   counts triangles too close together to tell apart. Above it, **black triangles** mark batches
+#   the loop received (`b0`; `b0–3` for several at once). **Grey** is the loop waiting for a batch.
+# - A **yellow bar** on the main lane is a `next()` that got **no batch**, labelled with how it
+#   ended: `end of data + shutdown` (PyTorch shuts the workers down inside that last `next()`),
+#   `timed out`, `a worker died`, `error raised`. **Purple** is the loop shutting the workers down.
+# - Labels never cover one another; batches too close together share one (`b0, b4`). The legend
+#   under a chart lists exactly the marks in it.
 #
 # ## Sliders
 #
