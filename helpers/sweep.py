@@ -246,9 +246,8 @@ def recommend(sweep: Sweep, tolerance: float = 0.05) -> Recommendation:
         )
     if sweep.cpus is not None and pick.num_workers > sweep.cpus:
         words.append(
-            f"That is more workers than the {sweep.cpus:g} CPUs this process may use, and it paid off: "
-            f"loading here waits more than it computes. PyTorch warns above its suggested maximum; "
-            f"the measurement says it is fine here."
+            f"That is more workers than the {sweep.cpus:g} CPUs this process may use, and PyTorch will "
+            f"warn; the measurement says fewer workers were slower here."
         )
     return Recommendation(pick.num_workers, pick.items_per_s, best, tolerance, " ".join(words))
 
@@ -266,7 +265,7 @@ def plot_sweeps(
 
     markers = ("o", "s", "D", "^", "v", "P")
     with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
-        fig = Figure(figsize=(11, 6.2), layout="constrained")
+        fig = Figure(figsize=(11, 7), layout="constrained")
         ax = fig.add_subplot()
         top = max(p.items_per_s for s in sweeps.values() for p in s.points)
         settings = sorted({p.num_workers for s in sweeps.values() for p in s.points})
@@ -282,11 +281,12 @@ def plot_sweeps(
                     f"{y:.0f}",
                     (x, y),
                     textcoords="offset points",
-                    xytext=(0, 12),
+                    xytext=(0, 16),
                     ha="center",
                     fontsize=13,
                     color=color,
                     fontweight="bold",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85},
                 )
             chosen = (recommendations or {}).get(label)
             if chosen is not None:
@@ -294,7 +294,7 @@ def plot_sweeps(
                     chosen.num_workers,
                     chosen.items_per_s,
                     marker="o",
-                    markersize=30,
+                    markersize=26,
                     markerfacecolor="none",
                     markeredgecolor=color,
                     markeredgewidth=3,
@@ -306,13 +306,13 @@ def plot_sweeps(
         )
         if cpus is not None:
             ax.axvline(cpus, color="#000000", linestyle="--", linewidth=2)
-            ax.text(cpus, top * 1.16, f" {cpus:g} CPUs usable", ha="left", va="top", fontsize=14)
+            ax.text(cpus, top * 1.22, f" {cpus:g} CPUs usable", ha="left", va="top", fontsize=14)
         ax.set_xticks(settings)
         ax.set_xlim(min(settings) - 0.3, max([*settings, cpus or 0]) + 0.6)
-        ax.set_ylim(0, top * 1.2)
+        ax.set_ylim(0, top * 1.25)
         ax.set_xlabel("num_workers")
         ax.set_ylabel("items loaded per second")
         ax.set_title(title, loc="left")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", frameon=False)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, frameon=False)
     return fig

@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CpuDataset", "burn_cpu"]
+__all__ = ["CpuDataset", "MixedDataset", "burn_cpu"]
 
 
 def burn_cpu(seconds: float) -> int:
@@ -63,3 +63,29 @@ class CpuDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"CpuDataset(size={self.size}, cpu_seconds={self.cpu_seconds}, shape={self.shape})"
+
+
+class MixedDataset(CpuDataset):
+    """Every item first waits ``wait_seconds`` (a read), then computes for ``cpu_seconds`` of CPU
+    time (a decode): the usual case, somewhere between the two pure kinds."""
+
+    def __init__(
+        self,
+        size: int = 48,
+        wait_seconds: float = 0.015,
+        cpu_seconds: float = 0.005,
+        shape: tuple[int, ...] = (3, 32, 32),
+    ) -> None:
+        super().__init__(size, cpu_seconds, shape)
+        self.wait_seconds = wait_seconds
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if 0 <= index < self.size:
+            time.sleep(self.wait_seconds)
+        return super().__getitem__(index)
+
+    def __repr__(self) -> str:
+        return (
+            f"MixedDataset(size={self.size}, wait_seconds={self.wait_seconds}, "
+            f"cpu_seconds={self.cpu_seconds}, shape={self.shape})"
+        )

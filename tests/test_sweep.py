@@ -122,6 +122,12 @@ def test_chart_draws_a_line_per_dataset_the_cpu_count_and_the_choices() -> None:
     fig = plot_sweeps(sweeps, advice, cpus=2)
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "waits",
+        "recommended for waits: 4",
+        "computes",
+        "recommended for computes: 2",
+    ]
     assert np.asarray(lines["waits"].get_ydata()).tolist() == pytest.approx([50, 50, 100, 200])
     assert np.asarray(lines["computes"].get_xdata()).tolist() == [0, 1, 2, 4]
     assert np.asarray(lines["recommended for computes: 2"].get_xdata()).tolist() == [2]
