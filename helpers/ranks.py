@@ -172,15 +172,14 @@ def rank_main(rank: int, job: RankJob) -> None:
         timeout=timedelta(seconds=120),
     )
     try:
-        barriers = []
+        barriers = []  # (entered, left) on this rank's clock: to align the ranks' traces later
         for _ in range(job.barriers):
             entered = perf_counter_ns()
             dist.barrier()
             barriers.append((entered, perf_counter_ns()))
 
-        sampler: DistributedSampler[int] = DistributedSampler(
-            job.dataset, shuffle=True, seed=job.seed
-        )  # rank, world size: from dist
+        # Every rank shuffles with the same seed; the rank and world size come from dist.
+        sampler: DistributedSampler[int] = DistributedSampler(job.dataset, shuffle=True, seed=job.seed)
         traces, received, origins = [], [], []
         for epoch in range(job.epochs):
             sampler.set_epoch(epoch)  # without it, every epoch repeats the same shuffle
@@ -197,9 +196,9 @@ def rank_main(rank: int, job: RankJob) -> None:
                     got += batch.reshape(len(batch), -1)[:, 0].int().tolist()
             traces.append(with_dataset_indices(loader.trace, mine))
             received.append(tuple(got))
-        never_told: DistributedSampler[int] = DistributedSampler(
-            job.dataset, shuffle=True, seed=job.seed
-        )  # set_epoch never called
+
+        # The order of a few epochs, with set_epoch and from a sampler never given the epoch.
+        never_told: DistributedSampler[int] = DistributedSampler(job.dataset, shuffle=True, seed=job.seed)
         told = []
         for epoch in range(job.shuffles):
             sampler.set_epoch(epoch)

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import Kind, SleepDataset
 from helpers.sweep import Point, Sweep, measure, plot_sweeps, recommend, sweep, usable_cpus
-from helpers.workloads import CpuDataset, burn_cpu
+from helpers.workloads import CpuDataset, MixedDataset, burn_cpu
 
 
 def made(throughput: dict[int, float], cpus: float | None = 2) -> Sweep:
@@ -114,6 +114,9 @@ def test_cpu_dataset_burns_the_cpu_time_it_promises() -> None:
         CpuDataset(size=4)[4]
     with pytest.raises(ValueError):
         CpuDataset(cpu_seconds=-1)
+    before = time.thread_time()
+    item = MixedDataset(size=4, wait_seconds=0.001, cpu_seconds=0.02)[2]
+    assert time.thread_time() - before >= 0.02 and float(item.max()) == 2.0
 
 
 def test_chart_draws_a_line_per_dataset_the_cpu_count_and_the_choices() -> None:
