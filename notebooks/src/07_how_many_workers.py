@@ -53,13 +53,14 @@ print(f"load average, last minute:       {psutil.getloadavg()[0]:.1f} (processes
 # %% [markdown]
 # ## Two datasets that cost the same, differently
 #
-# Both datasets below take about 20 ms per item when loaded on their own:
+# Both datasets below cost 20 ms per item, of different things:
 #
 # - `SleepDataset(delay=0.02)` **waits** 20 ms per item, as a read from a slow disk would. A waiting
 #   process needs no CPU.
 # - `CpuDataset(cpu_seconds=0.02)` **computes** for 20 ms of CPU time per item (pure Python
 #   arithmetic, as a decode or an augmentation written in Python would). It counts its budget on
-#   its own CPU clock, so an item costs 20 ms of CPU on any machine.
+#   its own CPU clock, so an item costs 20 ms of CPU on any machine; on an idle CPU that is 20 ms
+#   of wall time too.
 #
 # **Predict** before you run the next cells: with 1, 2 and 4 workers, how many items per second
 # will each dataset load, on the CPUs printed above? Write your guesses down.
@@ -168,20 +169,27 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     DataLoader(SleepDataset(size=4), num_workers=suggested + 1)
 print("warning:", caught[0].message if caught else "none")
+decides = "\n".join(source)
+if hasattr(torch._utils, "cpu_count"):
+    decides += inspect.getsource(torch._utils.cpu_count)
 print(f"\nPyTorch's suggested maximum here: {suggested}; CPUs usable with the cgroup quota: {cpus:g}")
+print(f"does the code above read the cgroup's CPU quota? {'cpu.max' in decides or 'cfs_quota' in decides}")
 above = [n for n in settings if n > suggested]
-if above:
+if above and suggested in settings:
     n = above[-1]
     print(
         f"above the suggestion, {n} workers loaded the waiting dataset {waits.speedup(n, over=suggested):.1f}x "
         f"and the computing one {computes.speedup(n, over=suggested):.1f}x as fast as {suggested} workers"
     )
+else:
+    print(f"the sweep tried no setting above the suggestion of {suggested} workers")
 
 # %% [markdown]
 # The rule is a guard against a *computing* loader starting more processes than it has CPUs. It
-# cannot know what your items do: it does not read the cgroup's CPU quota (on Binder the affinity
-# can list many more CPUs than the quota allows), and for items that wait, workers above the
-# suggestion can still pay off, as the last line above says for this machine.
+# cannot know what your items do, and it counts the CPUs the process may run on, not the share of
+# them its cgroup may use (on Binder the affinity can list many more CPUs than the quota allows).
+# For items that wait, workers above the suggestion can still pay off: the last line above says
+# whether they did in this machine's sweep.
 #
 # ## What each extra worker costs
 #
@@ -269,7 +277,8 @@ for persistent in (False, True):
         SleepDataset(size=8, delay=0.02), epochs=2, batch_size=2, num_workers=1, persistent_workers=persistent
     )
     costs = "; ".join(
-        f"epoch {c.epoch}: {c.workers_started} workers started, first batch after {c.first_batch_s:.2f} s"
+        f"epoch {c.epoch}: {c.workers_started} worker{'s' * (c.workers_started != 1)} started, "
+        f"first batch after {c.first_batch_s:.2f} s"
         for c in epoch_costs(run)
     )
     print(f"persistent_workers={persistent}: {costs}")
@@ -359,9 +368,10 @@ for label, advice_for in advice.items():
 # <details><summary>Solution</summary>
 #
 # For loading that **computes**, throughput stops growing at about the number of CPUs you may use
-# (the quota, not `os.cpu_count()`), or earlier on a busy machine; more workers only take turns,
-# hold more memory and leave less CPU to the training loop, so use about that many, or one fewer
-# when the training step needs a CPU of its own. For loading that **waits**, workers can usefully outnumber the CPUs, until the
+# (the quota, not `os.cpu_count()`); on a busy machine it stops lower, or creeps on past the CPU
+# count only by taking CPU from other programs. More workers only take turns, hold more memory
+# and leave less CPU to the training loop, so use about that many, or one fewer when the
+# training step needs a CPU of its own. For loading that **waits**, workers can usefully outnumber the CPUs, until the
 # storage, the network or memory gives out; PyTorch's warning does not know this, so measure. Most
 # real loaders do some of each, so sweep your own dataset (next section). Do the
 # recommendations printed above agree with your rule on this machine?

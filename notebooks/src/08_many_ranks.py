@@ -174,8 +174,9 @@ print(f"without set_epoch, every epoch repeats epoch 0: {len(set(rank0.without_s
 # the spread of the barrier's exit times. Each rank left within the barrier's duration on that
 # rank (exit minus entry, measured on its own clock, no shared clock needed), so the skew is at
 # most the longest duration. The first barrier waits for the slowest rank to start, so it is
-# long; the ranks enter later ones almost together. Repeating the barrier and keeping the
-# repetition whose longest duration is shortest gives the smallest bound. `helpers/ranks.py`
+# long; the ranks enter the later ones almost together, and those are short unless the operating
+# system pauses a rank in the middle. Repeating the barrier and keeping the repetition whose
+# longest duration is shortest gives the smallest bound. `helpers/ranks.py`
 # implements this in `offsets_from_barriers` and `merge_traces`; here are the measurements:
 
 # %%
@@ -233,13 +234,18 @@ plot_ranks(
 # `num_replicas` and `rank` needs no process group):
 
 # %%
+world_size = 2
 for drop_last in (False, True):
     shares = [
-        list(DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=0, drop_last=drop_last))
-        for r in range(2)
+        list(DistributedSampler(dataset, num_replicas=world_size, rank=r, shuffle=True, seed=0, drop_last=drop_last))
+        for r in range(world_size)
     ]
-    unread = sorted(set(range(len(dataset))) - set(shares[0]) - set(shares[1]))
-    print(f"drop_last={drop_last}: rank 0 {shares[0]}, rank 1 {shares[1]}; not read: {unread}")
+    read = Counter(item for share in shares for item in share)
+    print(
+        f"drop_last={drop_last}: items per rank {[len(share) for share in shares]}; "
+        f"read twice: {sorted(i for i, n in read.items() if n > 1)}; "
+        f"not read: {sorted(set(range(len(dataset))) - set(read))}"
+    )
 
 # %% [markdown]
 # <details><summary>Solution</summary>
@@ -250,7 +256,7 @@ for drop_last in (False, True):
 # </details>
 #
 # **2.** With 3 ranks and 11 items, how many items does each rank read, and how many are read
-# twice? Change `num_replicas` above to check.
+# twice? Set `world_size = 3` above and run the check again.
 #
 # <details><summary>Solution</summary>
 #
