@@ -12,7 +12,9 @@ PIP_TO_CONDA = {"torch": "pytorch-cpu", "matplotlib": "matplotlib-base"}
 
 
 def _spec(requirement: str) -> tuple[str, str]:
-    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement).groups()
+    match = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement)
+    assert match is not None, requirement
+    name, version = match.groups()
     return name.lower(), version.replace(" ", "")
 
 
