@@ -47,8 +47,9 @@ __all__ = [
 
 @contextmanager
 def _iterating(loader: DataLoader) -> Iterator[Any]:
-    """``iter(loader)``; on leaving, even by an error that ``iter()`` raised (a worker that died
-    at once), its workers are shut down with the threads that fed them indices, and waited for."""
+    """``iter(loader)``; on leaving, its workers are shut down with the threads that fed them
+    indices, and waited for. Should ``iter()`` itself raise (a worker that died at once), PyTorch
+    stops the workers it had started when its half-made iterator is freed."""
     before = descendants()
     iterator = None
     try:
