@@ -152,6 +152,7 @@ def test_every_ending_leaves_nothing_behind(
         assert sorted(built[received.index]) == [2 * received.index, 2 * received.index + 1]
 
 
+@pytest.mark.slow
 def test_errors_say_what_happened(start_method: str) -> None:
     failed = ENDINGS["exception in a worker"](start_method)
     assert isinstance(failed.error, ValueError) and "item 5 is corrupt" in str(failed.error)
@@ -198,6 +199,7 @@ def test_hostile_settings_start_nothing(settings: dict) -> None:
     assert descendants() == before
 
 
+@pytest.mark.slow
 def test_twenty_rapid_slider_changes_accumulate_nothing(
     start_method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,6 +287,7 @@ print("left behind:", trace.leftover_processes)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not private_shm_available(),
     reason="a private 64 MB /dev/shm needs Linux, root and unshare (mount namespace)",
