@@ -76,5 +76,7 @@ def test_lab_settings_turn_off_the_news_prompt() -> None:
 def test_pre_commit_runs_the_ruff_that_make_check_runs() -> None:
     config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
     rev = next(r["rev"] for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit"))
-    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "test"
+    ]
     assert "v" + dict(_spec(r) for r in test_extra)["ruff"].removeprefix("==") == rev
