@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make lab    set up .venv and open the series in JupyterLab
 #   make test   set up .venv (and Chromium where it can) and run every test
+# While working: make test-fast (no notebooks, browser or long cases), make check, make notebooks
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,6 +39,11 @@ chromium:
 
 test: $(VENV)/.test-installed $(LAB_SETTINGS) chromium
 	$(BIN)/python -m pytest
+
+# The unit tests and docstring examples, without the tests marked slow (notebooks, browser,
+# benchmark, the long reliability cases).
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m "not slow and not browser"
 
 benchmark: $(VENV)/.lab-installed
 	$(BIN)/python -m benchmarks

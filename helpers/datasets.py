@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .system import MIB
+
 __all__ = [
     "ArrayDataset",
     "CudaDataset",
@@ -25,7 +27,11 @@ __all__ = [
 class SleepDataset(Dataset):
     """Scenario 1: every item takes ``delay`` seconds to "load" (as a file read would), and is a
     tensor filled with its own index, so a batch shows which items it holds. Items listed in
-    ``slow_items`` take ``slow_factor`` times longer."""
+    ``slow_items`` take ``slow_factor`` times longer.
+
+    >>> SleepDataset(size=4, delay=0.0, shape=(2,))[3]
+    tensor([3., 3.])
+    """
 
     def __init__(
         self,
@@ -59,7 +65,13 @@ class ArrayDataset(Dataset):
     """Scenario 2: a dataset that builds a large NumPy array in the main process when it is
     constructed (before any ``DataLoader`` exists). Item ``i`` reads the ``i``-th block of rows and
     returns their mean, so one pass over the dataset reads every byte of the array, while the
-    tensors sent back to the main process stay small."""
+    tensors sent back to the main process stay small.
+
+    >>> ArrayDataset.of_mib(8)
+    ArrayDataset(size=16, rows=256, cols=4096, 8 MiB)
+    >>> ArrayDataset.of_mib(8)[0].shape  # the mean of item 0's 16 rows
+    torch.Size([4096])
+    """
 
     def __init__(self, size: int = 16, rows: int = 1000, cols: int = 1000, delay: float = 0.0) -> None:
         if not 1 <= size <= rows:
@@ -71,7 +83,7 @@ class ArrayDataset(Dataset):
     @classmethod
     def of_mib(cls, mib: float, size: int = 16, cols: int = 4096, delay: float = 0.0) -> ArrayDataset:
         """A dataset whose array takes about ``mib`` MiB (float64, ``cols`` columns)."""
-        rows = max(size, round(mib * 2**20 / (8 * cols)))
+        rows = max(size, round(mib * MIB / (8 * cols)))
         return cls(size=size, rows=rows, cols=cols, delay=delay)
 
     @property
@@ -92,13 +104,17 @@ class ArrayDataset(Dataset):
 
     def __repr__(self) -> str:
         rows, cols = self.data.shape
-        return f"ArrayDataset(size={self.size}, rows={rows}, cols={cols}, {self.nbytes / 2**20:.0f} MiB)"
+        return f"ArrayDataset(size={self.size}, rows={rows}, cols={cols}, {self.nbytes / MIB:.0f} MiB)"
 
 
 class ObjectListDataset(Dataset):
     """The same kind of data as :class:`ArrayDataset`, held as a Python list of float objects.
     Reading an object updates its reference count, which writes to the page it lives on: a
-    forked worker that reads the list gets private copies of those pages ("copy-on-read")."""
+    forked worker that reads the list gets private copies of those pages ("copy-on-read").
+
+    >>> ObjectListDataset.of_mib(4)
+    ObjectListDataset(size=16, values=131072, 4 MiB)
+    """
 
     def __init__(self, size: int = 16, values: int = 1_000_000) -> None:
         if not 1 <= size <= values:
@@ -110,7 +126,7 @@ class ObjectListDataset(Dataset):
     @classmethod
     def of_mib(cls, mib: float, size: int = 16) -> ObjectListDataset:
         """A list whose float objects and pointers take about ``mib`` MiB (32 bytes a value)."""
-        return cls(size=size, values=max(size, round(mib * 2**20 / 32)))
+        return cls(size=size, values=max(size, round(mib * MIB / 32)))
 
     @property
     def nbytes(self) -> int:
@@ -128,15 +144,19 @@ class ObjectListDataset(Dataset):
         return torch.tensor(sum(block) / len(block))
 
     def __repr__(self) -> str:
-        return (
-            f"ObjectListDataset(size={self.size}, values={len(self.values)}, {self.nbytes / 2**20:.0f} MiB)"
-        )
+        return f"ObjectListDataset(size={self.size}, values={len(self.values)}, {self.nbytes / MIB:.0f} MiB)"
 
 
 class FaultyDataset(SleepDataset):
     """A :class:`SleepDataset` whose items in ``fail_on`` raise ``ValueError`` and whose items in
     ``kill_on`` make the worker process loading them die of SIGKILL (as the out-of-memory killer
-    would). ``kill_on`` never kills the main process: there it raises instead."""
+    would). ``kill_on`` never kills the main process: there it raises instead.
+
+    >>> FaultyDataset(size=4, delay=0.0, fail_on=(1,))[1]
+    Traceback (most recent call last):
+    ...
+    ValueError: item 1 is corrupt
+    """
 
     def __init__(
         self,
@@ -179,5 +199,9 @@ class CudaDataset(Dataset):
 
 
 def stack_collate(items: list[torch.Tensor]) -> torch.Tensor:
-    """Scenario 3: a custom ``collate_fn`` that stacks the items into one tensor."""
+    """Scenario 3: a custom ``collate_fn`` that stacks the items into one tensor.
+
+    >>> stack_collate([torch.tensor(1.0), torch.tensor(2.0)])
+    tensor([1., 2.])
+    """
     return torch.stack(items)

@@ -17,10 +17,9 @@ from torch.utils.data import Dataset
 
 from .events import Trace
 from .experiment import trace_loader
+from .system import MIB
 
 __all__ = ["MemoryReport", "ProcessMemory", "measure_memory"]
-
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,13 @@ class ProcessMemory:
 
     @classmethod
     def of(cls, role: str, pid: int) -> ProcessMemory:
+        """Measure process ``pid`` now.
+
+        >>> import os
+        >>> me = ProcessMemory.of("main", os.getpid())
+        >>> 0 < me.uss <= me.rss
+        True
+        """
         info = psutil.Process(pid).memory_full_info()
         return cls(role, pid, info.rss, info.uss, getattr(info, "pss", None))
 
@@ -57,6 +63,7 @@ class MemoryReport:
 
     @property
     def worker_rss(self) -> float:
+        """The median worker's resident memory (RSS), shared pages included, in bytes."""
         return statistics.median(w.rss for w in self.workers)
 
     @property
@@ -84,7 +91,13 @@ def measure_memory(
     dataset: Dataset, *, start_method: str | None = None, num_workers: int = 2, batch_size: int = 1
 ) -> MemoryReport:
     """Run one epoch over ``dataset`` with persistent workers, so that together they read all of
-    it; then, while they are still alive, measure the main process and every worker."""
+    it; then, while they are still alive, measure the main process and every worker.
+
+    >>> from helpers.datasets import ArrayDataset
+    >>> report = measure_memory(ArrayDataset.of_mib(8), num_workers=2)
+    >>> [worker.role for worker in report.workers], report.data_bytes // MIB
+    (['worker 0', 'worker 1'], 8)
+    """
     with trace_loader(
         dataset,
         batch_size=batch_size,

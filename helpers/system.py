@@ -17,16 +17,27 @@ import psutil
 import torch
 
 __all__ = [
+    "MIB",
+    "START_METHODS",
     "cpu_quota",
     "default_start_methods",
     "descendants",
     "machine_info",
     "memory_limit",
     "private_shm_available",
+    "private_shm_command",
     "shm_bytes",
     "wait_until_gone",
     "workers_that_fit",
 ]
+
+MIB = 2**20  #: bytes in a mebibyte
+
+#: The start methods this machine offers, in the order the notebooks compare them: ``fork`` and
+#: ``forkserver`` exist on Linux and macOS, ``spawn`` everywhere.
+START_METHODS: tuple[str, ...] = tuple(
+    m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()
+)
 
 # Long-lived helpers that multiprocessing and torch start once per kernel and keep on purpose.
 _SERVICES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker", "torch_shm_manager")
@@ -43,7 +54,16 @@ def _is_service(process: psutil.Process) -> bool:
 def descendants(pid: int | None = None) -> set[int]:
     """PIDs of all processes below ``pid`` (default: this one), however deep: under forkserver the
     workers are children of the fork server. The fork server and resource tracker themselves are
-    left out: they are started once and kept on purpose."""
+    left out: they are started once and kept on purpose.
+
+    >>> import subprocess, sys
+    >>> child = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    >>> child.pid in descendants()
+    True
+    >>> _ = child.communicate(b"\\n")
+    >>> wait_until_gone([child.pid])
+    ()
+    """
     root = psutil.Process(pid)
     found = set()
     for child in root.children(recursive=True):
@@ -108,14 +128,18 @@ def memory_limit() -> int:
 
 #: What one idle spawned worker holds on its own (Python and PyTorch imported), measured in
 #: notebook 02 at about 175 MiB; with some room for the data it loads.
-WORKER_BYTES = 200 * 2**20
+WORKER_BYTES = 200 * MIB
 #: What the kernel itself holds with PyTorch and matplotlib loaded, with some room.
-KERNEL_BYTES = 512 * 2**20
+KERNEL_BYTES = 512 * MIB
 
 
 def workers_that_fit(most: int = 8) -> int:
     """How many spawned workers fit beside the kernel in :func:`memory_limit` (between 2 and
-    ``most``): the most a slider should offer."""
+    ``most``): the most a slider should offer.
+
+    >>> 2 <= workers_that_fit(most=4) <= 4
+    True
+    """
     return max(2, min(most, (memory_limit() - KERNEL_BYTES) // WORKER_BYTES))
 
 
@@ -145,7 +169,7 @@ def machine_info() -> dict[str, Any]:
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "memory limit (cgroup)": f"{memory_limit() / 2**30:.1f} GiB",
         "num_workers sliders go up to": workers_that_fit(),
-        "/dev/shm": "none" if shm is None else f"{shm / 2**20:.0f} MiB",
+        "/dev/shm": "none" if shm is None else f"{shm / MIB:.0f} MiB",
         "torch sharing strategy": torch.multiprocessing.get_sharing_strategy(),
     }
 
@@ -171,25 +195,25 @@ def default_start_methods(
     return dict(sorted(found.items(), key=lambda item: tuple(int(p) for p in item[0].split(".")[:2])))
 
 
+def private_shm_command(mib: int, *command: str) -> list[str]:
+    """``command`` as a command line that runs it with a private ``/dev/shm`` of ``mib`` MiB: a
+    tmpfs mounted in a new mount namespace, leaving the machine's own untouched. It needs Linux,
+    root and ``unshare`` (see :func:`private_shm_available`).
+
+    >>> private_shm_command(64, "python", "train.py")[-3:]
+    ['mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" "$@"', 'python', 'train.py']
+    """
+    mount = f'mount -t tmpfs -o size={int(mib)}m tmpfs /dev/shm && exec "$0" "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, *command]
+
+
 def private_shm_available() -> bool:
-    """Whether this process may give a child its own small ``/dev/shm`` (Linux, as root, with
-    ``unshare``): a private tmpfs in a new mount namespace, leaving the machine's untouched."""
+    """Whether this process may give a child its own small ``/dev/shm``
+    (:func:`private_shm_command`)."""
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return False
     try:
-        done = subprocess.run(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount -t tmpfs -o size=1m tmpfs /dev/shm",
-            ],
-            capture_output=True,
-            timeout=30,
-        )
+        done = subprocess.run(private_shm_command(1, "true"), capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     done = subprocess.run(

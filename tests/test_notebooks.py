@@ -48,6 +48,7 @@ def test_reads_like_a_lesson(path: Path) -> None:
     assert {"Check yourself", "Summary"} <= headings
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_runs_twice_on_a_fresh_kernel(path: Path) -> None:
     for _ in range(2):

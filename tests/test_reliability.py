@@ -5,15 +5,22 @@ descriptors before and after a run, after one warm-up run of the same start meth
 start the long-lived fork server or resource tracker, kept on purpose and not counted).
 """
 
+from __future__ import annotations
+
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import pytest
+from matplotlib import font_manager
 
 from helpers import (
     Kind,
@@ -26,25 +33,63 @@ from helpers import (
     trace_loader,
 )
 from helpers.datasets import FaultyDataset
-from helpers.system import private_shm_available
+from helpers.system import START_METHODS, private_shm_available, private_shm_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _footprint() -> tuple[set[int], set[str], int]:
-    threads = {f"{t.name}:{t.ident}" for t in threading.enumerate()}
-    return descendants(), threads, psutil.Process().num_fds()
+def _open_files() -> Counter[str]:
+    """What this process's file descriptors point to (``pipe:[…]``, ``socket:[…]``, a path):
+    before and after a run, the difference names what the run left open. Where there is no
+    ``/proc`` (macOS) only their number is known.
+
+    matplotlib's font cache is emptied first (as matplotlib itself does in a forked child): it
+    opens a font file the first time a chart drawn on a given thread needs that face, and a
+    chart needs the bold face only where a bar is long enough to hold its batch number, so which
+    fonts are open depends on timing, not on anything a run left behind."""
+    font_manager._get_font.cache_clear()  # type: ignore[attr-defined]
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except FileNotFoundError:
+        return Counter({"file descriptor": psutil.Process().num_fds()})
+    found: Counter[str] = Counter()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            found[os.readlink(f"/proc/self/fd/{fd}")] += 1
+    return found
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """This process's child processes (recursively), threads and open file descriptors."""
+
+    processes: set[int]
+    threads: set[str]
+    files: Counter[str]
+
+    @classmethod
+    def now(cls) -> Footprint:
+        return cls(descendants(), {f"{t.name}:{t.ident}" for t in threading.enumerate()}, _open_files())
+
+    def assert_nothing_added(self, after: Footprint, *, threads_named: str | None = None) -> None:
+        """Fail naming what ``after`` holds that this footprint did not (threads whose name starts
+        with ``threads_named`` are allowed)."""
+        assert after.processes - self.processes == set(), "processes left behind"
+        threads = {
+            t for t in after.threads - self.threads if not (threads_named and t.startswith(threads_named))
+        }
+        assert threads == set(), "threads left behind"
+        assert after.files.total() == self.files.total(), (
+            f"file descriptors left open: {after.files - self.files}"
+        )
 
 
 @pytest.fixture
 def nothing_left_behind(start_method: str) -> Iterator[None]:
     run_experiment(SleepDataset(size=2, delay=0.0), num_workers=1, start_method=start_method)  # warm-up
-    before = _footprint()
+    before = Footprint.now()
     yield
-    after = _footprint()
-    assert after[0] - before[0] == set(), "processes left behind"
-    assert after[1] - before[1] == set(), "threads left behind"
-    assert after[2] == before[2], "file descriptors left open"
+    before.assert_nothing_added(Footprint.now())
 
 
 def _interrupted(start_method: str) -> Trace:
@@ -107,6 +152,7 @@ def test_every_ending_leaves_nothing_behind(
         assert sorted(built[received.index]) == [2 * received.index, 2 * received.index + 1]
 
 
+@pytest.mark.slow
 def test_errors_say_what_happened(start_method: str) -> None:
     failed = ENDINGS["exception in a worker"](start_method)
     assert isinstance(failed.error, ValueError) and "item 5 is corrupt" in str(failed.error)
@@ -153,6 +199,7 @@ def test_hostile_settings_start_nothing(settings: dict) -> None:
     assert descendants() == before
 
 
+@pytest.mark.slow
 def test_twenty_rapid_slider_changes_accumulate_nothing(
     start_method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,14 +231,42 @@ def test_twenty_rapid_slider_changes_accumulate_nothing(
         assert panel.wait(timeout=120)
 
     twenty_changes()  # warm-up: the first rounds start services and fill caches
-    before, rss = _footprint(), psutil.Process().memory_info().rss
+    before, rss = Footprint.now(), psutil.Process().memory_info().rss
     twenty_changes()
-    after = _footprint()
+    after = Footprint.now()
     assert most == 1, "two experiments ran at once"
+    assert panel.trace is not None
     assert panel.trace.settings["num_workers"] == 2 and len(panel.trace.worker_pids) == 2
-    assert after[0] == before[0] and after[2] == before[2]
-    assert {t for t in after[1] - before[1] if not t.startswith("swimlane-panel")} == set()
+    before.assert_nothing_added(after, threads_named="swimlane-panel")
     assert psutil.Process().memory_info().rss - rss < 64 * 2**20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SwimlanePanel starts a thread for each burst of changes: a change to helpers/widgets.py "
+    "(one drawing thread for all panels) is waiting; then remove this mark",
+)
+def test_every_redraw_happens_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """matplotlib keeps the fonts it opened per thread (its font cache is keyed on the thread's
+    id, up to 64 entries of one to two open files each): a panel that draws on a new thread for
+    each burst of slider changes opens the font files again whenever that thread gets an id not
+    seen before, and so holds more open files the longer it is used."""
+    import helpers.widgets
+
+    drawn_on: list[threading.Thread] = []  # the threads themselves: their ids may be reused
+    real = helpers.widgets.plot_swimlanes
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        drawn_on.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.widgets, "plot_swimlanes", recorded)
+    panel = SwimlanePanel(SleepDataset(size=2, delay=0.0), num_workers=0, batch_size=2)
+    for value in (1, 2, 1):  # three bursts, each waited for
+        panel.batch_size.value = value
+        assert panel.wait(timeout=60)
+    redraws = drawn_on[1:]  # the first chart is drawn by the constructor, on the caller's thread
+    assert len(redraws) == 3 and len(set(redraws)) == 1
 
 
 SMALL_SHM = """
@@ -212,25 +287,14 @@ print("left behind:", trace.leftover_processes)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not private_shm_available(),
     reason="a private 64 MB /dev/shm needs Linux, root and unshare (mount namespace)",
 )
 def test_a_64_mb_dev_shm(start_method: str) -> None:
     done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" "$@"',
-            sys.executable,
-            "-c",
-            SMALL_SHM,
-            start_method,
-        ],
+        private_shm_command(64, sys.executable, "-c", SMALL_SHM, start_method),
         capture_output=True,
         text=True,
         timeout=240,
@@ -247,9 +311,7 @@ def test_check_settings_names_the_problem() -> None:
         check_settings(SleepDataset(), num_workers=-1)
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork (fast runs)"
-)
+@pytest.mark.skipif("fork" not in START_METHODS, reason="needs fork (fast runs)")
 def test_no_index_feeder_thread_outlives_its_run() -> None:
     """PyTorch closes the index queues without joining their feeder threads; a run must wait for
     them. Before it did, 5 of 30 such runs here left a QueueFeederThread behind."""

@@ -12,7 +12,9 @@ PIP_TO_CONDA = {"torch": "pytorch-cpu", "matplotlib": "matplotlib-base"}
 
 
 def _spec(requirement: str) -> tuple[str, str]:
-    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement).groups()
+    match = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement)
+    assert match is not None, requirement
+    name, version = match.groups()
     return name.lower(), version.replace(" ", "")
 
 
@@ -69,3 +71,12 @@ def test_lab_settings_turn_off_the_news_prompt() -> None:
 
     settings = json.loads((ROOT / "binder" / "overrides.json").read_text())
     assert settings["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+
+
+def test_pre_commit_runs_the_ruff_that_make_check_runs() -> None:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    rev = next(r["rev"] for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit"))
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "test"
+    ]
+    assert "v" + dict(_spec(r) for r in test_extra)["ruff"].removeprefix("==") == rev

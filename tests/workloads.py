@@ -40,3 +40,14 @@ class UnpicklableDataset(Dataset):
 
     def __getitem__(self, index: int) -> int:
         return index
+
+
+class ExitingDataset(Dataset):
+    """The worker that loads any item ends at once with exit status 1, as a crash in a C
+    extension or an ``os._exit(1)`` would: no exception, no traceback."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        os._exit(1)

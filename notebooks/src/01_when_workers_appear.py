@@ -14,7 +14,8 @@
 # %%
 # %matplotlib inline
 from helpers import SleepDataset, SwimlanePanel, plot_swimlanes, trace_loader
-from helpers.claims import count_processes, verdict_c1, verdict_c2, verdict_c7
+from helpers.claims import verdict_c1, verdict_c2, verdict_c7
+from helpers.measurements import count_processes
 
 # %% [markdown]
 # ## The article's scenario, traced

@@ -18,8 +18,9 @@
 import multiprocessing
 
 from helpers import ArrayDataset
-from helpers.claims import private_growth, verdict_c3
+from helpers.claims import verdict_c3
 from helpers.datasets import ObjectListDataset
+from helpers.measurements import private_growth
 from helpers.memory import measure_memory
 from helpers.plotting import plot_memory
 

@@ -19,7 +19,8 @@ import warnings
 
 import torch
 from helpers import Kind, SleepDataset, plot_swimlanes, run_experiment, stack_collate
-from helpers.claims import threads_added_by_pin_memory, verdict_c5
+from helpers.claims import verdict_c5
+from helpers.measurements import threads_added_by_pin_memory
 from helpers.plotting import compare_swimlanes
 
 # PyTorch warns when num_workers exceeds the CPU count; notebook 01 explains why that is fine here.

@@ -23,7 +23,8 @@ import warnings
 from torch.utils.data import Dataset
 
 from helpers import Kind, SleepDataset, run_experiment, trace_loader
-from helpers.claims import epoch_costs, first_batch_with, run_script, verdict_c4, verdict_c6, worker_parents
+from helpers.claims import verdict_c4, verdict_c6
+from helpers.measurements import epoch_costs, first_batch_with, run_script, worker_parents
 from helpers.plotting import compare_swimlanes
 from helpers.system import default_start_methods
 

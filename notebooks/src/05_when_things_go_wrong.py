@@ -16,7 +16,7 @@ import torch
 
 from helpers import Kind, SleepDataset, plot_swimlanes, run_experiment
 from helpers.datasets import FaultyDataset
-from helpers.claims import run_script
+from helpers.measurements import run_script
 from helpers.system import private_shm_available, shm_bytes
 
 # %% [markdown]

@@ -16,8 +16,9 @@ import multiprocessing
 import warnings
 
 from helpers import ArrayDataset, SleepDataset, run_experiment, stack_collate
-from helpers.claims import (count_processes, summary_table, verdict_c1, verdict_c2, verdict_c3, verdict_c4,
-                            verdict_c5, verdict_c6, verdict_c7)
+from helpers.claims import (summary_table, verdict_c1, verdict_c2, verdict_c3, verdict_c4, verdict_c5, verdict_c6,
+                            verdict_c7)
+from helpers.measurements import count_processes
 from helpers.memory import measure_memory
 
 warnings.filterwarnings("ignore", message="This DataLoader will create")  # see notebook 01
