@@ -14,6 +14,7 @@ import multiprocessing.context as mp_context
 import os
 import sys
 import time
+from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +112,8 @@ def _age_ns(pid: int) -> int | None:
     from psutil."""
     try:
         if sys.platform.startswith("linux"):
-            ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
-            uptime = float(open("/proc/uptime").read().split()[0])
+            ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
             return int((uptime - ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
         import psutil
 
@@ -150,7 +151,7 @@ def timed_context(method: str, log: EventLog) -> multiprocessing.context.BaseCon
     on_fork_server = _ForkServerRecorder(log) if method == "forkserver" else None
 
     class TimedContext(type(base)):  # type: ignore[misc]
-        def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (multiprocessing's name)
+        def Process(self, *args: Any, **kwargs: Any) -> Any:  # multiprocessing's name
             process = process_class(*args, **kwargs)
             process._trace_log = log
             process._on_fork_server = on_fork_server
