@@ -469,15 +469,18 @@ class Trace:
 
     def batches(self) -> list[tuple[int, int, int, list[int]]]:
         """``(batch number, worker id, pid, item indices)`` for each batch collated, in time order:
-        the items a process loaded since its previous collate are the ones it collated."""
+        the items a process loaded since its previous collate (or failed item) are the ones it
+        collated."""
         events = self.events
-        rows = np.flatnonzero(np.isin(events.kind, (Kind.ITEM_LOADED, Kind.COLLATED)))
+        rows = np.flatnonzero(np.isin(events.kind, (Kind.ITEM_LOADED, Kind.ITEM_FAILED, Kind.COLLATED)))
         rows = rows[np.argsort(events.pid[rows], kind="stable")]  # by process, each in time order
-        pids = events.pid[rows]
-        collates = np.flatnonzero(events.kind[rows] == Kind.COLLATED)
-        since = np.concatenate(([0], collates[:-1] + 1))  # after the previous collate...
-        since = np.maximum(since, np.searchsorted(pids, pids[collates]))  # ...of the same process
-        order = np.argsort(rows[collates])
+        pids, kinds = events.pid[rows], events.kind[rows]
+        ends = np.flatnonzero(kinds != Kind.ITEM_LOADED)  # collates and failed items end a batch
+        since = np.concatenate(([0], ends[:-1] + 1))  # after the previous end...
+        since = np.maximum(since, np.searchsorted(pids, pids[ends]))  # ...in the same process
+        collated = kinds[ends] == Kind.COLLATED
+        ends, since = ends[collated], since[collated]
+        order = np.argsort(rows[ends])
         return [
             (
                 int(events.index[row]),
@@ -485,7 +488,7 @@ class Trace:
                 int(events.pid[row]),
                 events.index[rows[a:b]].tolist(),
             )
-            for row, a, b in zip(rows[collates][order], since[order], collates[order], strict=True)
+            for row, a, b in zip(rows[ends][order], since[order], ends[order], strict=True)
         ]
 
     @property
