@@ -24,6 +24,7 @@ from multiprocessing.reduction import ForkingPickler
 from time import perf_counter_ns
 from typing import Any, Self
 
+import psutil
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler
 
 from .events import EventLog, Kind, Trace, WaitEnd
@@ -34,6 +35,7 @@ from .internals import (
     forget_iterator,
     live_iterator,
     shut_down,
+    worker_pids,
 )
 from .lifecycle import timed_context
 from .system import descendants, wait_until_gone
@@ -359,6 +361,7 @@ class TracedLoader:
         self._trace: Trace | None = None
         self._error: BaseException | None = None
         self._before = descendants()
+        self._workers: set[int] = set()  # every worker process an iterator of this loader started
         context, self._notes = _context(loader, self._log)
         start = perf_counter_ns()
         self.dataloader = _traced_copy(loader, self._log, context)
@@ -375,8 +378,10 @@ class TracedLoader:
         return len(self.dataloader)
 
     def worker_processes(self) -> list[int]:
-        """PIDs of the processes this loader has started that are running now (its workers)."""
-        return sorted(descendants() - self._before)
+        """PIDs of the processes this loader has started that are running now: its workers, and
+        any process they started."""
+        started = descendants() - self._before
+        return sorted(pid for pid in started if pid in self._workers or _ancestors(pid) & self._workers)
 
     def __iter__(self) -> TracedIterator:
         if self._trace is not None:
@@ -384,6 +389,7 @@ class TracedLoader:
         start = perf_counter_ns()
         iterator = iter(self.dataloader)
         self._log.record(Kind.ITER_CALLED, start, perf_counter_ns())
+        self._workers.update(worker_pids(iterator))
         traced = TracedIterator(self, iterator)
         self._iterators.add(traced)
         return traced
@@ -410,9 +416,9 @@ class TracedLoader:
                 if persistent is not None:
                     self._shut_down(persistent)
                     forget_iterator(self.dataloader)
-                leftovers = wait_until_gone(descendants() - self._before, SHUTDOWN_WAIT_S)
-                self._trace = Trace.from_records(
-                    self._log.read(),
+                leftovers = wait_until_gone(self.worker_processes(), SHUTDOWN_WAIT_S)
+                self._trace = Trace(
+                    self._log.read_events(),
                     main_pid=os.getpid(),
                     start_method=self.start_method,
                     settings=self.settings,
@@ -445,6 +451,14 @@ class TracedLoader:
     def __del__(self) -> None:
         if getattr(self, "_trace", None) is None and hasattr(self, "_log"):
             self._log.close()  # never closed: at least remove the event files
+
+
+def _ancestors(pid: int) -> set[int]:
+    """PIDs of the processes above ``pid`` (none if it has ended)."""
+    try:
+        return {parent.pid for parent in psutil.Process(pid).parents()}
+    except psutil.Error:
+        return set()
 
 
 def _number_returned(iterator: Any, outstanding: set[int] | None, received: int) -> int:
