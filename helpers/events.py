@@ -17,16 +17,16 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch.utils.data
 
-__all__ = ["FORK_SERVER_ID", "Event", "EventLog", "Kind", "Trace", "WaitEnd", "describe"]
+__all__ = ["FORK_SERVER_ID", "Event", "EventLog", "Events", "Kind", "Trace", "WaitEnd", "describe"]
 
 
 class Kind(enum.IntEnum):
@@ -143,7 +143,6 @@ class _Writer:
             info = torch.utils.data.get_worker_info()
             worker_id = info.id if info is not None else -1
         self.worker_id = worker_id
-        self.current_batch = -1  # the batch this process is loading, for the collate event
         self._directory = directory
         self._map: mmap.mmap | None = None
         self._records: np.ndarray | None = None
@@ -168,14 +167,15 @@ class _Writer:
         _RECORD.pack_into(self._map, self._offset, start, end, index, pid, worker_id, kind)  # type: ignore[arg-type]
         self._offset += _RECORD.size
 
-    def load_items(self, load: Callable[[int], Any], indices: Sequence[int]) -> list[Any]:
+    def load_items(self, load: Callable[[Any], Any], indices: Sequence[Any]) -> list[Any]:
         """``[load(i) for i in indices]``, recording each item's load (or failure) as it ends.
 
         This is the tracer's hot loop. The batch's records are laid out before loading (index,
         pid, worker id, kind; with no end time yet, so :meth:`EventLog.read` skips them), and each
         item then costs one clock read and two stores into shared memory: its start (the previous
         item's end) and its end. A record is complete the moment its item is loaded, so a worker
-        killed mid-batch keeps the records of the items it finished."""
+        killed mid-batch keeps the records of the items it finished. An index that is no integer
+        (a key, a list for a bulk load) is recorded as -1."""
         n = len(indices)
         if n > _CHUNK_RECORDS:
             return [
@@ -183,14 +183,8 @@ class _Writer:
                 for start in range(0, n, _CHUNK_RECORDS)
                 for item in self.load_items(load, indices[start : start + _CHUNK_RECORDS])
             ]
-        if self._offset + n * _RECORD.size > _CHUNK_BYTES:
-            self._next_chunk()
-        first = self._offset // _RECORD.size
-        records = self._records[first : first + n]
-        records["index"] = indices  # pid and worker id were laid out with the chunk
-        records["kind"] = Kind.ITEM_LOADED
-        self._offset += n * _RECORD.size
-        words, word, clock = self._words, first * _WORDS, perf_counter_ns
+        words, word = self._lay_out(Kind.ITEM_LOADED, indices)
+        clock = perf_counter_ns
         items: list[Any] = []
         append = items.append
         start = clock()
@@ -207,6 +201,49 @@ class _Writer:
             word += _WORDS
             append(item)
         return items
+
+    def record_many(self, kind: Kind, start: int, end: int, indices: Sequence[Any]) -> None:
+        """One record of ``kind`` from ``start`` to ``end`` for each of ``indices``."""
+        if len(indices) > _CHUNK_RECORDS:
+            for at in range(0, len(indices), _CHUNK_RECORDS):
+                self.record_many(kind, start, end, indices[at : at + _CHUNK_RECORDS])
+            return
+        words, word = self._lay_out(kind, indices)
+        for _ in range(len(indices)):
+            words[word], words[word + 1] = start, end
+            word += _WORDS
+
+    def _lay_out(self, kind: Kind, indices: Sequence[Any]) -> tuple[memoryview, int]:
+        """Reserve records of ``kind`` for ``indices``; return the chunk's words and the first."""
+        n = len(indices)
+        if self._offset + n * _RECORD.size > _CHUNK_BYTES:
+            self._next_chunk()
+        first = self._offset // _RECORD.size
+        records = self._records[first : first + n]  # type: ignore[index]
+        try:
+            records["index"] = indices  # pid and worker id were laid out with the chunk
+        except (TypeError, ValueError, OverflowError):
+            records["index"] = -1
+        records["kind"] = kind
+        self._offset += n * _RECORD.size
+        return self._words, first * _WORDS  # type: ignore[return-value]
+
+    def stream_items(self, items: Iterator[Any]) -> Iterator[Any]:
+        """Yield what ``items`` yields, recording each item's production (from asking for it to
+        getting it) with its position in this stream as the index."""
+        clock, record, position = perf_counter_ns, self.record, 0
+        while True:
+            start = clock()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except BaseException:
+                record(Kind.ITEM_FAILED, start, clock(), position)
+                raise
+            record(Kind.ITEM_LOADED, start, clock(), position)
+            position += 1
+            yield item
 
     def _next_chunk(self) -> None:
         self.close()
@@ -272,11 +309,39 @@ class EventLog:
         self.writer().record(kind, start, end, index, pid=pid, worker_id=worker_id)
 
     def read(self) -> np.ndarray:
-        """Every record written so far by any process, ordered by start time."""
-        chunks = [np.fromfile(path, dtype=_DTYPE) for path in sorted(Path(self.directory).glob("*.events"))]
-        records = np.concatenate(chunks) if chunks else np.empty(0, dtype=_DTYPE)
-        records = records[(records["kind"] != 0) & (records["end"] != 0)]  # laid out but never finished
-        return records[np.argsort(records["start"], kind="stable")]
+        """Every record written so far by any process, ordered by start time (a structured array
+        with the fields of the record)."""
+        words, order = self._finished_in_order()
+        return words[order].reshape(-1).view(_DTYPE)
+
+    def read_events(self) -> Events:
+        """Every event written so far by any process as columns, in time order; times in seconds
+        since the first ``ITER_CALLED`` (or the first event)."""
+        words, order = self._finished_in_order()
+        halves = words.view("<i4")  # 10 32-bit halves a record: pid, worker id and kind are 6, 7, 8
+        kinds = halves[:, 8]
+        iters = order[kinds[order] == Kind.ITER_CALLED]
+        t0 = words[iters[0] if len(iters) else order[0], 0] if len(order) else 0
+        seconds = [np.subtract(words[order, field], t0, dtype=np.float64) for field in (0, 1)]
+        for column in seconds:
+            np.divide(column, 1e9, out=column)
+        return Events(
+            start=seconds[0], end=seconds[1], index=words[order, 2], pid=halves[order, 6],
+            worker_id=halves[order, 7], kind=kinds[order],
+        )  # fmt: skip
+
+    def _finished_in_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every record as a row of five 64-bit words, and the rows of the finished ones (not
+        just laid out) ordered by start time."""
+        paths = sorted(Path(self.directory).glob("*.events"))
+        words = np.empty((len(paths) * _CHUNK_RECORDS, _WORDS), dtype="<i8")
+        into, filled = memoryview(words).cast("B"), 0
+        for path in paths:  # one copy, straight from each file into the array
+            with path.open("rb", buffering=0) as file:
+                filled += file.readinto(into[filled:])  # type: ignore[attr-defined]
+        words = words[: filled // _RECORD.size]
+        finished = np.flatnonzero(words[:, 1])  # an end time: written, not just laid out
+        return words, finished[np.argsort(words[finished, 0], kind="stable")]
 
     def close(self) -> None:
         """Close this process's files and delete the directory."""
@@ -286,64 +351,166 @@ class EventLog:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Trace:
-    """What one traced run recorded, with times in seconds since the first ``iter()``."""
+_KINDS = {int(kind): kind for kind in Kind}
+_COLUMNS = ("start", "end", "index", "pid", "worker_id", "kind")
 
-    events: tuple[Event, ...]
-    main_pid: int
-    start_method: str | None  #: ``None`` when ``num_workers == 0``
-    settings: dict[str, Any] = field(default_factory=dict)
-    processes_after_construction: tuple[int, ...] = ()  #: new child processes right after ``DataLoader()``
-    leftover_processes: tuple[int, ...] = ()  #: new child processes still alive after the run
-    error: BaseException | None = None  #: what ended the loop early, if anything did
+
+class Events:
+    """Events held as columns, one NumPy array per field (33 bytes an event), in time order.
+
+    It reads as a sequence of :class:`Event` (``len``, ``[i]``, iteration); each one is built only
+    when it is read, so a trace of a million items costs no million Python objects. Vectorised
+    code reads the columns directly.
+
+    >>> events = Events.of([Event(pid=7, worker_id=0, kind=Kind.ITEM_LOADED, start=0.5, end=0.75, index=3)])
+    >>> len(events), events[0].index, events.kind.dtype.name
+    (1, 3, 'int8')
+    """
+
+    __slots__ = _COLUMNS
+    start: np.ndarray  #: seconds since the first ``iter()`` (float64)
+    end: np.ndarray
+    index: np.ndarray  #: int64
+    pid: np.ndarray  #: int32
+    worker_id: np.ndarray  #: int32
+    kind: np.ndarray  #: int8, a :class:`Kind`
+
+    def __init__(self, **columns: np.ndarray) -> None:
+        dtypes = {"start": np.float64, "end": np.float64, "index": np.int64, "pid": np.int32}
+        for name in _COLUMNS:
+            dtype = dtypes.get(name, np.int8 if name == "kind" else np.int32)
+            setattr(self, name, np.ascontiguousarray(columns[name], dtype=dtype))
 
     @classmethod
-    def from_records(cls, records: np.ndarray, **fields: Any) -> Trace:
-        iters = records["start"][records["kind"] == Kind.ITER_CALLED]
-        t0 = int(iters[0]) if len(iters) else (int(records["start"][0]) if len(records) else 0)
-        events = tuple(
-            Event(
-                int(r["pid"]),
-                int(r["worker_id"]),
-                Kind(int(r["kind"])),
-                (int(r["start"]) - t0) / 1e9,
-                (int(r["end"]) - t0) / 1e9,
-                int(r["index"]),
-            )
-            for r in records
+    def of(cls, events: Iterable[Event]) -> Events:
+        """Columns holding ``events`` (in the order given)."""
+        rows = [(e.start, e.end, e.index, e.pid, e.worker_id, int(e.kind)) for e in events]
+        return cls(**{name: np.array([row[i] for row in rows]) for i, name in enumerate(_COLUMNS)})
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @overload
+    def __getitem__(self, position: int) -> Event: ...
+    @overload
+    def __getitem__(self, position: slice | np.ndarray) -> Events: ...
+    def __getitem__(self, position: int | slice | np.ndarray) -> Event | Events:
+        if isinstance(position, (slice, np.ndarray)):
+            return Events(**{name: getattr(self, name)[position] for name in _COLUMNS})
+        i = range(len(self))[position]  # IndexError as a sequence raises it
+        return Event(
+            int(self.pid[i]),
+            int(self.worker_id[i]),
+            _KINDS[int(self.kind[i])],
+            float(self.start[i]),
+            float(self.end[i]),
+            int(self.index[i]),
         )
-        return cls(events=events, **fields)
+
+    def __iter__(self) -> Iterator[Event]:
+        step = 65536
+        for at in range(0, len(self), step):
+            part = [getattr(self, name)[at : at + step].tolist() for name in _COLUMNS]
+            for start, end, index, pid, worker_id, kind in zip(*part, strict=True):
+                yield Event(pid, worker_id, _KINDS[kind], start, end, index)
+
+    def where(self, *kinds: Kind) -> Events:
+        """The events of the given kinds."""
+        return self[np.isin(self.kind, kinds)]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns."""
+        return sum(getattr(self, name).nbytes for name in _COLUMNS)
+
+
+class Trace:
+    """What one traced run recorded, with times in seconds since the first ``iter()``.
+
+    ``events`` may be given as any sequence of :class:`Event`; it is kept as :class:`Events`.
+
+    >>> trace = Trace(events=[Event(7, 0, Kind.COLLATED, 0.1, 0.2, 0)], main_pid=1, start_method="fork")
+    >>> trace.worker_pids, trace.wasted_batches
+    ({7: 0}, [0])
+    """
+
+    def __init__(
+        self,
+        events: Iterable[Event] = (),
+        *,
+        main_pid: int = 0,
+        start_method: str | None = None,  #: ``None`` when ``num_workers == 0``
+        settings: dict[str, Any] | None = None,
+        processes_after_construction: tuple[
+            int, ...
+        ] = (),  #: new child processes right after ``DataLoader()``
+        leftover_processes: tuple[int, ...] = (),  #: new child processes still alive after the run
+        error: BaseException | None = None,  #: what ended the loop early, if anything did
+        notes: tuple[str, ...] = (),  #: what this trace could not record, and why
+    ) -> None:
+        self.events = events if isinstance(events, Events) else Events.of(events)
+        self.main_pid = main_pid
+        self.start_method = start_method
+        self.settings = settings if settings is not None else {}
+        self.processes_after_construction = processes_after_construction
+        self.leftover_processes = leftover_processes
+        self.error = error
+        self.notes = notes
+
+    def __repr__(self) -> str:
+        return (
+            f"<Trace: {len(self.events)} events, start method {self.start_method}, main pid {self.main_pid}>"
+        )
 
     def of(self, *kinds: Kind) -> list[Event]:
         """The events of the given kinds, in time order."""
-        return [e for e in self.events if e.kind in kinds]
+        return list(self.events.where(*kinds))
+
+    def count(self, *kinds: Kind) -> int:
+        """How many events of the given kinds there are."""
+        return int(np.isin(self.events.kind, kinds).sum())
 
     def first(self, kind: Kind) -> Event | None:
         """The earliest event of ``kind``, or ``None``."""
-        return next((e for e in self.events if e.kind == kind), None)
+        hits = np.flatnonzero(self.events.kind == kind)
+        return self.events[int(hits[0])] if len(hits) else None
 
     @property
     def worker_pids(self) -> dict[int, int]:
-        """PID -> worker id of every worker process that recorded anything."""
-        return {e.pid: e.worker_id for e in self.events if e.worker_id >= 0}
+        """PID -> worker id of every worker process that recorded anything, in order of appearance."""
+        mine = self.events.worker_id >= 0
+        pids, ids = self.events.pid[mine], self.events.worker_id[mine]
+        _, first = np.unique(pids, return_index=True)
+        return {int(pids[i]): int(ids[i]) for i in np.sort(first)}
 
     def batches(self) -> list[tuple[int, int, int, list[int]]]:
         """``(batch number, worker id, pid, item indices)`` for each batch collated, in time order:
-        the items a process loaded since its previous collate are the ones it collated."""
-        pending: dict[int, list[int]] = {}
-        found = []
-        for e in self.events:
-            if e.kind == Kind.ITEM_LOADED:
-                pending.setdefault(e.pid, []).append(e.index)
-            elif e.kind == Kind.COLLATED:
-                found.append((e.index, e.worker_id, e.pid, pending.pop(e.pid, [])))
-        return found
+        the items a process loaded since its previous collate (or failed item) are the ones it
+        collated."""
+        events = self.events
+        rows = np.flatnonzero(np.isin(events.kind, (Kind.ITEM_LOADED, Kind.ITEM_FAILED, Kind.COLLATED)))
+        rows = rows[np.argsort(events.pid[rows], kind="stable")]  # by process, each in time order
+        pids, kinds = events.pid[rows], events.kind[rows]
+        ends = np.flatnonzero(kinds != Kind.ITEM_LOADED)  # collates and failed items end a batch
+        since = np.concatenate(([0], ends[:-1] + 1))  # after the previous end...
+        since = np.maximum(since, np.searchsorted(pids, pids[ends]))  # ...in the same process
+        collated = kinds[ends] == Kind.COLLATED
+        ends, since = ends[collated], since[collated]
+        order = np.argsort(rows[ends])
+        return [
+            (
+                int(events.index[row]),
+                int(events.worker_id[row]),
+                int(events.pid[row]),
+                events.index[rows[a:b]].tolist(),
+            )
+            for row, a, b in zip(rows[ends][order], since[order], ends[order], strict=True)
+        ]
 
     @property
     def batches_received(self) -> int:
         """How many batches the loop received."""
-        return sum(1 for e in self.events if e.kind == Kind.BATCH_RECEIVED)
+        return self.count(Kind.BATCH_RECEIVED)
 
     @property
     def handed_out_before_first_batch(self) -> int:
@@ -352,20 +519,23 @@ class Trace:
         with, ``num_workers × prefetch_factor`` or the number of batches if that is smaller. (As
         each batch arrives, PyTorch hands out one more; those are not counted.)"""
         first = self.first(Kind.BATCH_RECEIVED)
-        limit = first.start if first is not None else float("inf")
-        return sum(1 for e in self.of(Kind.BATCH_REQUESTED) if e.start < limit)
+        limit = first.start if first is not None else np.inf
+        requested = self.events.kind == Kind.BATCH_REQUESTED
+        return int((requested & (self.events.start < limit)).sum())
 
     @property
     def wasted_batches(self) -> list[int]:
         """Numbers of the batches a worker built that the loop never received (after a ``break``,
         an error or a timeout), in order."""
-        received = {e.index for e in self.of(Kind.BATCH_RECEIVED)}
-        return sorted({e.index for e in self.of(Kind.COLLATED) if e.index >= 0 and e.index not in received})
+        events = self.events
+        built = events.index[(events.kind == Kind.COLLATED) & (events.index >= 0)]
+        received = events.index[events.kind == Kind.BATCH_RECEIVED]
+        return np.setdiff1d(built, received).tolist()
 
     @property
     def fork_server_pid(self) -> int | None:
         """The fork server's PID, for a run under ``forkserver``."""
-        event = next((e for e in self.events if e.kind == Kind.FORK_SERVER), None)
+        event = self.first(Kind.FORK_SERVER)
         return None if event is None else event.pid
 
     def waits_ended(self) -> list[tuple[Event, WaitEnd]]:
@@ -392,22 +562,26 @@ class Trace:
 
     def summary(self) -> str:
         """A few lines that describe the run in words."""
-        counts = {kind.name.lower(): len(self.of(kind)) for kind in Kind if self.of(kind)}
+        counts = np.bincount(self.events.kind, minlength=max(Kind) + 1)
         lines = [
-            f"start method: {self.start_method or 'none (num_workers=0)'}; main pid {self.main_pid}; "
-            f"worker processes: {len(self.worker_pids)}",
-            "events: " + ", ".join(f"{name} {n}" for name, n in counts.items()),
-            f"batches received: {self.batches_received}; handed out before the first was received: "
-            f"{self.handed_out_before_first_batch}; built but never received: {len(self.wasted_batches)}",
+            (
+                f"start method: {self.start_method or 'none (num_workers=0)'}; main pid {self.main_pid}; "
+                f"worker processes: {len(self.worker_pids)}"
+            ),
+            "events: " + ", ".join(f"{kind.name.lower()} {counts[kind]}" for kind in Kind if counts[kind]),
+            (
+                f"batches received: {self.batches_received}; handed out before the first was received: "
+                f"{self.handed_out_before_first_batch}; built but never received: {len(self.wasted_batches)}"
+            ),
+            f"last event at t = {self.events.end.max(initial=0.0):.3f} s after iter()",
         ]
-        last = max((e.end for e in self.events), default=0.0)
-        lines.append(f"last event at t = {last:.3f} s after iter()")
         for wait, how in self.waits_ended():
             lines.append(
                 f"a next() from t = {wait.start:.3f} s to {wait.end:.3f} s got no batch: {how.label}"
             )
         if self.error is not None:
             lines.append(f"ended by {type(self.error).__name__}: {self.error}")
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 

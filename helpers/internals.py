@@ -3,7 +3,7 @@ touches, in one place.
 
 PyTorch offers no public way to stop an iterator's workers now, to learn which batches are in
 flight, or to tell a worker's id from the arguments of its process; ``multiprocessing`` offers none
-to ask for the fork server's PID. What we need of them is here, each behind a function that
+to ask for the fork server's PID, or to pickle an object as it is pickled for a new process. What we need of them is here, each behind a function that
 degrades to doing nothing (or to ``None``) if a future release renames it. Tested against the
 pinned ``torch`` in ``pyproject.toml``.
 """
@@ -11,7 +11,9 @@ pinned ``torch`` in ``pyproject.toml``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import multiprocessing.context as _mp_context
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -19,6 +21,7 @@ from torch.utils.data._utils import worker as _worker
 
 __all__ = [
     "SHUTDOWN_WAIT_S",
+    "as_if_spawning",
     "batches_in_flight",
     "forget_iterator",
     "fork_server_pid",
@@ -100,3 +103,29 @@ def fork_server_pid() -> int | None:
         return None
     server = getattr(forkserver, "_forkserver", None)
     return getattr(server, "_forkserver_pid", None)
+
+
+class _DryRunPopen:
+    """Stands for a process being started, for :func:`as_if_spawning`: file descriptors and
+    handles stay the parent's own (nothing is duplicated or sent)."""
+
+    @staticmethod
+    def duplicate_for_child(handle: int) -> int:
+        return handle
+
+    @staticmethod
+    def DupFd(fd: int) -> int:  # multiprocessing's name
+        return fd
+
+
+@contextmanager
+def as_if_spawning() -> Iterator[None]:
+    """Within this block, this thread pickles as ``spawn`` and ``forkserver`` do when they send a
+    new process its arguments: locks, semaphores, ``Value`` and ``Array`` objects pickle (they refuse
+    otherwise), and those made in a ``fork`` context refuse as they would then."""
+    previous = _mp_context.get_spawning_popen()
+    _mp_context.set_spawning_popen(_DryRunPopen())  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _mp_context.set_spawning_popen(previous)
