@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import multiprocessing
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ipywidgets as widgets
@@ -15,6 +16,11 @@ from .events import Trace
 from .experiment import run_experiment
 from .plotting import figure_png, legend_entries, legend_figure, plot_swimlanes
 from .system import workers_that_fit
+
+#: One thread runs every panel's experiments and draws their charts, whichever panel asked.
+#: matplotlib keeps the font files it opened per thread: a thread per burst of slider changes
+#: would open them again and again.
+_DRAWER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swimlane-panel")
 
 __all__ = ["SwimlanePanel", "status_line"]
 
@@ -111,7 +117,7 @@ class SwimlanePanel:
             if self._busy:
                 return
             self._busy = True
-        threading.Thread(target=self._run_latest, name="swimlane-panel", daemon=True).start()
+        _DRAWER.submit(self._run_latest)
 
     def _run_latest(self) -> None:
         while True:

@@ -21,6 +21,9 @@ def test_there_are_notebooks() -> None:
         "04_start_methods",
         "05_when_things_go_wrong",
         "06_summary_of_claims",
+        "07_how_many_workers",
+        "08_many_ranks",
+        "09_trace_your_own_loader",
     ]
 
 

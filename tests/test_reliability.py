@@ -241,11 +241,6 @@ def test_twenty_rapid_slider_changes_accumulate_nothing(
     assert psutil.Process().memory_info().rss - rss < 64 * 2**20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SwimlanePanel starts a thread for each burst of changes: a change to helpers/widgets.py "
-    "(one drawing thread for all panels) is waiting; then remove this mark",
-)
 def test_every_redraw_happens_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """matplotlib keeps the fonts it opened per thread (its font cache is keyed on the thread's
     id, up to 64 entries of one to two open files each): a panel that draws on a new thread for
