@@ -424,6 +424,18 @@ class Events:
         return sum(getattr(self, name).nbytes for name in _COLUMNS)
 
 
+_TRACE_FIELDS = (
+    "events",
+    "main_pid",
+    "start_method",
+    "settings",
+    "processes_after_construction",
+    "leftover_processes",
+    "error",
+    "notes",
+)
+
+
 class Trace:
     """What one traced run recorded, with times in seconds since the first ``iter()``.
 
@@ -461,6 +473,15 @@ class Trace:
         return (
             f"<Trace: {len(self.events)} events, start method {self.start_method}, main pid {self.main_pid}>"
         )
+
+    def replace(self, **changes: Any) -> Trace:
+        """A copy of this trace with ``changes`` made (``events=...``, ``settings=...``).
+
+        >>> Trace(main_pid=1).replace(events=[Event(7, 0, Kind.COLLATED, 0.1, 0.2, 0)]).count(Kind.COLLATED)
+        1
+        """
+        fields = {name: getattr(self, name) for name in _TRACE_FIELDS} | changes
+        return Trace(fields.pop("events"), **fields)
 
     def of(self, *kinds: Kind) -> list[Event]:
         """The events of the given kinds, in time order."""

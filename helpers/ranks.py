@@ -49,7 +49,7 @@ import os
 import pickle
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from time import perf_counter_ns
@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset, DistributedSampler
 
-from .events import Kind, Trace
+from .events import Event, Kind, Trace
 from .experiment import trace_loader
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def with_dataset_indices(trace: Trace, indices: Sequence[int]) -> Trace:
     dataset index (``indices[position]``) instead of by position in the subset."""
     items = (Kind.ITEM_LOADED, Kind.ITEM_FAILED)
     events = tuple(replace(e, index=indices[e.index]) if e.kind in items else e for e in trace.events)
-    return replace(trace, events=events)
+    return trace.replace(events=events)
 
 
 def rank_main(rank: int, job: RankJob) -> None:
@@ -270,15 +270,25 @@ def barrier_offsets(runs: Sequence[RankRun], epoch: int = 0) -> Alignment:
     return Alignment(offsets, k, bound)
 
 
-@dataclass(frozen=True)
 class RankedTrace(Trace):
     """Traces of several ranks on one clock (rank 0's): a :class:`Trace` whose events are in time
     order, with the rank of each event in :attr:`ranks`."""
 
-    ranks: tuple[int, ...] = ()  #: the rank of each event, in the order of ``events``
-    rank_traces: tuple[Trace, ...] = field(default=(), repr=False)  #: the traces merged, unshifted
-    offsets: tuple[float, ...] = ()  #: what was subtracted from each rank's times
-    aligned_at: float | None = None  #: where the ranks were aligned (rank 0's barrier exit), if known
+    def __init__(
+        self,
+        events: Sequence[Event],
+        *,
+        ranks: Sequence[int] = (),
+        rank_traces: Sequence[Trace] = (),
+        offsets: Sequence[float] = (),
+        aligned_at: float | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(events, **fields)
+        self.ranks = tuple(ranks)  #: the rank of each event, in the order of ``events``
+        self.rank_traces = tuple(rank_traces)  #: the traces merged, unshifted
+        self.offsets = tuple(offsets)  #: what was subtracted from each rank's times
+        self.aligned_at = aligned_at  #: where the ranks were aligned (rank 0's barrier exit), if known
 
     @property
     def world_size(self) -> int:
@@ -287,7 +297,7 @@ class RankedTrace(Trace):
     def rank(self, rank: int) -> Trace:
         """The events of one rank, shifted onto the common clock, as a plain :class:`Trace`."""
         events = tuple(e for e, r in zip(self.events, self.ranks, strict=True) if r == rank)
-        return replace(self.rank_traces[rank], events=events)
+        return self.rank_traces[rank].replace(events=events)
 
 
 def merge_traces(
@@ -309,7 +319,7 @@ def merge_traces(
     )
     first = traces[0]
     return RankedTrace(
-        events=tuple(e for e, _ in tagged),
+        tuple(e for e, _ in tagged),
         main_pid=first.main_pid,
         start_method=first.start_method,
         settings={**first.settings, "world_size": len(traces)},
