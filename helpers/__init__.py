@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .datasets import ArrayDataset, SleepDataset, stack_collate
     from .events import Event, Kind, Trace, WaitEnd
-    from .experiment import TracedLoader, check_settings, run_experiment, trace_loader
+    from .experiment import TracedLoader, check_settings, run_experiment, trace, trace_loader
     from .plotting import plot_swimlanes
     from .system import descendants, machine_info
     from .widgets import SwimlanePanel
@@ -30,6 +30,7 @@ _WHERE = {
     "TracedLoader": "experiment",
     "check_settings": "experiment",
     "run_experiment": "experiment",
+    "trace": "experiment",
     "trace_loader": "experiment",
     "plot_swimlanes": "plotting",
     "descendants": "system",
@@ -37,7 +38,24 @@ _WHERE = {
     "SwimlanePanel": "widgets",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [  # noqa: RUF022 (the order of _WHERE: by module)
+    "ArrayDataset",
+    "SleepDataset",
+    "stack_collate",
+    "Event",
+    "Kind",
+    "Trace",
+    "WaitEnd",
+    "TracedLoader",
+    "check_settings",
+    "run_experiment",
+    "trace",
+    "trace_loader",
+    "plot_swimlanes",
+    "descendants",
+    "machine_info",
+    "SwimlanePanel",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -471,7 +471,7 @@ def _number_returned(iterator: Any, outstanding: set[int] | None, received: int)
     return max(returned) if returned else received
 
 
-def trace_loader(  # noqa: PLR0917 (DataLoader's own positional arguments)
+def trace_loader(
     dataset: Dataset,
     batch_size: int | None = 1,
     shuffle: bool | None = None,

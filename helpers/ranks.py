@@ -347,7 +347,7 @@ def plot_ranks(traces: RankedTrace | Sequence[Trace], title: str | None = None) 
     if merged.aligned_at is not None:
         times.append(merged.aligned_at)
     xlim = (min([*times, 0.0]), max([*times, 0.0]))
-    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(13, 2.6 + 0.95 * sum(heights)), layout="constrained")
         axes = fig.subplots(len(per_rank), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
         for rank, (ax, trace) in enumerate(zip(axes, per_rank, strict=True)):

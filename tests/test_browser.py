@@ -15,6 +15,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -110,6 +111,7 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory, lab_root: Path) -> Iterato
     log: list[str] = []
 
     def watch() -> None:
+        assert server.stderr is not None
         for line in server.stderr:
             log.append(line)
             if f"127.0.0.1:{port}/lab" in line:
@@ -128,7 +130,7 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory, lab_root: Path) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     profile = ARTIFACTS / "chromium-profile"
@@ -145,7 +147,7 @@ def browser() -> Iterator[object]:
         context.close()
 
 
-def _open(page: object, lab_url: str, path: str) -> None:
+def _open(page: Any, lab_url: str, path: str) -> None:
     """Open one notebook in a fresh workspace, so no earlier tab is restored beside it."""
     page.goto(f"{lab_url}/lab/workspaces/{Path(path).stem}/tree/{path}?reset")
 
@@ -159,7 +161,7 @@ def _shut_down_kernels(lab_url: str) -> None:
         ).close()
 
 
-def run_all(page: object, lab_url: str, path: str) -> list[str]:
+def run_all(page: Any, lab_url: str, path: str) -> list[str]:
     """Open a notebook, Run All Cells, wait until no cell is queued or running, save it; return its
     error outputs ("name: value"), read from the saved file (printed text is not an error)."""
     _open(page, lab_url, path)
@@ -201,7 +203,7 @@ def test_lab_uses_the_repositorys_settings(lab_url: str) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_in_jupyterlab(lab_url: str, browser: object, path: Path) -> None:
+def test_notebook_runs_in_jupyterlab(lab_url: str, browser: Any, path: Path) -> None:
     page = browser.new_page()
     (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
     try:
@@ -242,7 +244,7 @@ def test_notebook_runs_in_jupyterlab(lab_url: str, browser: object, path: Path) 
         _shut_down_kernels(lab_url)
 
 
-def test_a_broken_cell_fails_the_run(lab_url: str, lab_root: Path, browser: object) -> None:
+def test_a_broken_cell_fails_the_run(lab_url: str, lab_root: Path, browser: Any) -> None:
     broken = nbformat.read(NOTEBOOKS[0], as_version=4)
     broken.cells.insert(2, nbformat.v4.new_code_cell("1 / 0"))
     nbformat.write(broken, lab_root / "notebooks" / "broken.ipynb")

@@ -210,7 +210,9 @@ def test_each_worker_lane_shows_its_process_created_inside_iter_and_starting_unt
 def test_a_worker_that_never_exited_normally_gets_a_red_cross_at_its_last_event() -> None:
     trace = _run(workers=2, batches=2)
     survivor = [e for e in trace.events if not (e.kind == Kind.WORKER_EXITED and e.worker_id == 1)]
-    killed = Trace(tuple(survivor), MAIN, "spawn", error=RuntimeError("worker 1 was killed"))
+    killed = Trace(
+        tuple(survivor), main_pid=MAIN, start_method="spawn", error=RuntimeError("worker 1 was killed")
+    )
     ax = _drawn(plot_swimlanes(killed))
     last = max(e.end for e in survivor if e.worker_id == 1)
     assert _points(ax, "died") == [(last, -2.0)] and len(_points(ax, "exit")) == 1

@@ -9,18 +9,25 @@ from helpers.widgets import status_line
 
 
 def _lane_labels(panel: SwimlanePanel) -> list[str]:
+    assert panel.figure is not None, "a chart is on show"
     return [t.get_text() for t in panel.figure.axes[0].get_yticklabels()]
+
+
+def shown(panel: SwimlanePanel) -> Trace:
+    """The trace of the chart on show (there is one)."""
+    assert panel.trace is not None, "a chart is on show"
+    return panel.trace
 
 
 def test_slider_change_redraws_for_the_new_setting() -> None:
     panel = SwimlanePanel(SleepDataset(8, delay=0.005), num_workers=1, batch_size=2, start_method="fork")
     first_image = panel.image.value
-    assert len(lanes(panel.trace)) == 2 and panel.charts_drawn == 1
+    assert len(lanes(shown(panel))) == 2 and panel.charts_drawn == 1
 
     panel.num_workers.value = 3
     assert panel.wait(timeout=60)
-    assert panel.trace.settings["num_workers"] == 3
-    assert len(lanes(panel.trace)) == 4
+    assert shown(panel).settings["num_workers"] == 3
+    assert len(lanes(shown(panel))) == 4
     assert [label.split("\n")[0] for label in _lane_labels(panel)] == [
         "main",
         "worker 0",
@@ -31,7 +38,7 @@ def test_slider_change_redraws_for_the_new_setting() -> None:
 
     panel.batch_size.value = 4
     assert panel.wait(timeout=60)
-    assert panel.trace.settings["batch_size"] == 4 and panel.trace.batches_received == 2
+    assert shown(panel).settings["batch_size"] == 4 and shown(panel).batches_received == 2
 
 
 def test_status_describes_the_chart_whenever_the_chart_changes() -> None:
@@ -45,8 +52,8 @@ def test_status_describes_the_chart_whenever_the_chart_changes() -> None:
 
     panel.image.observe(chart_changed, names="value")
     panel.num_workers.value = 3
-    assert panel.wait(timeout=60) and panel.trace is not None
-    trace = panel.trace
+    assert panel.wait(timeout=60) and shown(panel) is not None
+    trace = shown(panel)
     assert len(status_when_drawn) == 1
     assert status_when_drawn[0].startswith(
         f"3 worker lanes · 2 batches received · {trace.handed_out_before_first_batch} handed out before "
@@ -69,11 +76,11 @@ def test_status_counts_worker_lanes_not_the_fork_server() -> None:
 def test_legend_names_the_marks_of_the_chart_on_show() -> None:
     panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=0, batch_size=2)
     without_workers = panel.legend.value
-    assert panel.trace is not None and "process created" not in legend_entries(panel.trace)
+    assert shown(panel) is not None and "process created" not in legend_entries(shown(panel))
     panel.num_workers.value = 1
     panel.start_method.value = "fork"
-    assert panel.wait(timeout=60) and panel.trace is not None
-    assert "process created" in legend_entries(panel.trace) and panel.legend.value != without_workers
+    assert panel.wait(timeout=60) and shown(panel) is not None
+    assert "process created" in legend_entries(shown(panel)) and panel.legend.value != without_workers
 
 
 def test_rapid_changes_draw_only_the_last_setting() -> None:
@@ -82,9 +89,9 @@ def test_rapid_changes_draw_only_the_last_setting() -> None:
         for value in list(range(1, 9)) * 2 + [1, 2, 3, 2]:
             panel.num_workers.value = value
     assert panel.wait(timeout=60)
-    assert panel.trace.settings["num_workers"] == 2
+    assert shown(panel).settings["num_workers"] == 2
     assert panel.experiments_run == 2 and panel.charts_drawn == 2
-    assert panel.trace.leftover_processes == ()
+    assert shown(panel).leftover_processes == ()
 
 
 def test_a_failing_setting_leaves_the_panel_usable() -> None:
@@ -95,12 +102,12 @@ def test_a_failing_setting_leaves_the_panel_usable() -> None:
     panel.fixed["max_batches"] = 1
     panel.num_workers.value = 2
     assert panel.wait(timeout=60)
-    assert panel.trace.batches_received == 1
+    assert shown(panel).batches_received == 1
 
 
 def test_no_start_method_without_workers() -> None:
     panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=0, batch_size=2)
-    assert panel.trace.start_method is None and panel.prefetch_factor.disabled
+    assert shown(panel).start_method is None and panel.prefetch_factor.disabled
 
 
 def test_slider_offers_only_the_workers_that_fit(monkeypatch) -> None:
@@ -114,4 +121,4 @@ def test_slider_offers_only_the_workers_that_fit(monkeypatch) -> None:
 
     monkeypatch.setattr(helpers.widgets, "workers_that_fit", lambda: 3)
     panel = SwimlanePanel(SleepDataset(4, delay=0.0), num_workers=4, batch_size=2, start_method="fork")
-    assert panel.num_workers.max == 3 and panel.trace.settings["num_workers"] == 3
+    assert panel.num_workers.max == 3 and shown(panel).settings["num_workers"] == 3
