@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import inspect
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "ControlPanel",
+    "crash_at_start",
     "epochs_panel",
     "error_chain",
     "show_source",
@@ -29,6 +31,8 @@ __all__ = [
 def _where(path: str) -> str:
     """``torch/cuda/__init__.py`` rather than the full path of the installed file."""
     parts = Path(path).parts
+    if "helpers" in parts:  # this series' own package
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("helpers") :])
     for anchor in ("site-packages", "dist-packages"):
         if anchor in parts:
             return "/".join(parts[parts.index(anchor) + 1 :])
@@ -297,3 +301,11 @@ def timeout_panel(
         )
 
     return ControlPanel(controls, run, plot_swimlanes, describe)
+
+
+def crash_at_start(worker_id: int) -> None:
+    """A ``worker_init_fn`` that ends its worker at once with exit code 1, before it loads
+    anything and without a Python traceback: what a worker that fails while starting looks like
+    from the main process. (Workers import it, so this module imports only the standard library
+    at its top.)"""
+    os._exit(1)
