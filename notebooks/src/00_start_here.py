@@ -72,6 +72,7 @@ print({
     "forkserver": "- Workers are forked from a fork server (forkserver): each must import PyTorch and receive "
                   "the dataset pickled before it can load anything.",
 }[method])
+print("  Notebook 04 times what that costs under each start method.")
 quota = info["CPU quota (cgroup)"]
 usable = info["CPUs usable (affinity)"]
 if quota != "no limit":
@@ -79,7 +80,6 @@ if quota != "no limit":
           f"workers take turns on that much CPU time.")
 else:
     print(f"- {usable} CPUs are usable and no quota limits them: up to {usable} workers can compute at the same moment.")
-print("  Notebook 04 times what that costs under each start method.")
 print(f"- The num_workers sliders go up to {info['num_workers sliders go up to']}: as many spawned workers "
       f"as fit beside this kernel in its memory limit ({info['memory limit (cgroup)']}).")
 shm = info["/dev/shm"]

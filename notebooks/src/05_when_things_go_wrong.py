@@ -462,7 +462,8 @@ if max(rates.values()) / min(rates.values()) < 1.1:
 # These are a few runs on a machine that may be busy (rerun the four cells to see how much they
 # vary). What the queue adds to every item is certain, though: a pickle, a lock, a hand-over to
 # the feeder thread and a pipe write in the worker, and a reader thread in the main process, the
-# one your training loop runs in. The event log adds two clock reads and a store into memory.
+# one your training loop runs in. The event log adds one clock read and two stores into shared
+# memory per item (`load_items` in `helpers/events.py`).
 #
 # Now the killed worker. 400 items that take no time, batches of 50, **one** worker; item 300
 # kills it. That worker finished items 0 to 299 before it died. How many of those 300 events does

@@ -56,11 +56,14 @@ print(f"batches handed out before the loop received its first: {trace.handed_out
 # %% [markdown]
 # ## C3 — a large array and the workers' memory ([02](02_memory_and_large_arrays.ipynb))
 #
-# A 64 MiB array under this kernel's default start method, against a 1 MiB baseline, with 2
-# workers that each read half of it:
+# A 64 MiB array under this kernel's default start method, with 2 workers that each read half
+# of it; then a 1 MiB baseline, to subtract what a worker holds without the data:
 
 # %%
 report = measure_memory(ArrayDataset.of_mib(64), start_method=method)
+print(f"with the 64 MiB array: each worker holds {report.worker_uss / 2**20:.0f} MiB of its own (USS)")
+
+# %%
 baseline = measure_memory(ArrayDataset.of_mib(1), start_method=method)
 verdicts.append(verdict_c3(report, baseline))
 print(f"each worker's private memory (USS): {report.worker_uss / 2**20:.0f} MiB with the 64 MiB array, "
