@@ -254,6 +254,7 @@ def epochs_panel(
     ``dataset``; ``describe(trace)`` writes the status line."""
     import ipywidgets as widgets
 
+    from .events import Kind
     from .experiment import run_experiment
     from .plotting import plot_swimlanes
 
@@ -267,7 +268,14 @@ def epochs_panel(
     def run(**settings: Any) -> Any:
         return run_experiment(dataset, batch_size=batch_size, raise_errors=False, **settings)
 
-    return ControlPanel(controls, run, plot_swimlanes, describe)
+    def draw(trace: Any) -> Any:
+        epochs = len(trace.of(Kind.ITER_CALLED))
+        persistent = trace.settings.get("persistent_workers")
+        return plot_swimlanes(
+            trace, title=f"{trace.start_method}, {epochs} epoch(s), persistent_workers={persistent}"
+        )
+
+    return ControlPanel(controls, run, draw, describe)
 
 
 def timeout_panel(
@@ -300,7 +308,11 @@ def timeout_panel(
             raise_errors=False,
         )
 
-    return ControlPanel(controls, run, plot_swimlanes, describe)
+    def draw(trace: Any) -> Any:
+        timeout = trace.settings.get("timeout") or "none"
+        return plot_swimlanes(trace, title=f"{trace.start_method}, timeout={timeout}, item 4 slow")
+
+    return ControlPanel(controls, run, draw, describe)
 
 
 def crash_at_start(worker_id: int) -> None:

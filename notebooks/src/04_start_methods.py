@@ -105,23 +105,24 @@ run_under("forkserver")
 compare_swimlanes(traces)
 
 # %%
-print(f"{'':>11} {'iter() took':>12} {'processes created by':>21} {'running Python by':>18} "
-      f"{'ready by':>9} {'first batch':>12}")
+print(f"{'':>11} {'iter() took':>12} {'all created by':>15} {'all running Python by':>22} "
+      f"{'all ready by':>13} {'first batch':>12}")
 for name, trace in traces.items():
     created = max(e.end for e in trace.of(Kind.PROCESS_CREATED))
     running = max(e.start for e in trace.of(Kind.PROCESS_RUNNING))
     ready = max(e.start for e in trace.of(Kind.WORKER_READY))
     cost = epoch_costs(trace)[0]
-    print(f"{name:>11} {cost.iter_s * 1000:>9.0f} ms {created:>19.3f} s {running:>16.3f} s "
-          f"{ready:>7.2f} s {cost.first_batch_s:>10.2f} s")
+    print(f"{name:>11} {cost.iter_s * 1000:>9.0f} ms {created:>13.3f} s {running:>20.3f} s "
+          f"{ready:>11.2f} s {cost.first_batch_s:>10.2f} s")
 slowest = max(traces, key=lambda name: epoch_costs(traces[name])[0].first_batch_s)
 fastest = min(traces, key=lambda name: epoch_costs(traces[name])[0].first_batch_s)
 print(f"\niter() returned within {max(epoch_costs(t)[0].iter_s for t in traces.values()) * 1000:.0f} ms under "
       f"every method; the first batch came soonest under {fastest} and latest under {slowest}.")
 
 # %% [markdown]
-# All times are seconds after `iter()` was called. Read the table from left to right: `iter()`
-# creates every worker process before it returns, under every method. What differs is what
+# All times are seconds after `iter()` was called; "all … by" is when the last of the workers got
+# there (the first batch can come sooner, from the first worker ready). Read the table from left
+# to right: `iter()` creates every worker process before it returns, under every method. What differs is what
 # comes after, between **running Python** (our first line of code in the new process) and
 # **ready** (the worker ran `worker_init_fn` and waits for indices). A forked worker has nothing
 # to do there: it is a copy of a kernel that has PyTorch imported. A spawned worker starts an

@@ -96,6 +96,8 @@ plot_swimlanes(failed, title="item 5 raises ValueError")
 # %% [markdown]
 # Find item 5's failed bar on one worker's lane, and on the main lane the `next()` that got an
 # error instead of a batch. The summary above says how many batches the loop received before it.
+# The worker itself survived its exception: it sent the error in place of the batch and carried
+# on, so its lane ends with a normal exit, when the main process shut it down.
 #
 # ## A worker that is killed
 #
@@ -106,9 +108,8 @@ plot_swimlanes(failed, title="item 5 raises ValueError")
 # has a constant `MP_STATUS_CHECK_INTERVAL`; its value is printed below.)
 
 # %%
-killed = runs["worker killed at item 5"] = run_experiment(
-    FaultyDataset(size=8, kill_on=(5,)), batch_size=2, num_workers=2, raise_errors=False
-)
+killed_dataset = FaultyDataset(size=8, kill_on=(5,))
+killed = runs["worker killed at item 5"] = run_experiment(killed_dataset, batch_size=2, num_workers=2, raise_errors=False)
 print("the error, and what it was raised from:")
 for line in error_chain(killed.error):
     print("   ", line)
@@ -122,7 +123,8 @@ last_sign = max(e.end for e in killed.events if e.pid == victim)
 (gave_up, _), = killed.waits_ended()
 interval = torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL
 print(f"\nthe killed worker's last recorded event: t = {last_sign:.3f} s; the loop's next() raised at "
-      f"t = {gave_up.end:.3f} s, {(gave_up.end - last_sign) * 1000:.0f} ms later")
+      f"t = {gave_up.end:.3f} s, {(gave_up.end - last_sign) * 1000:.0f} ms later (item 5 itself loaded for "
+      f"{killed_dataset.delay * 1000:.0f} ms before the kill)")
 print(f"MP_STATUS_CHECK_INTERVAL = {interval} s")
 cause = error_chain(killed.error)[-1]
 if "killed by signal" in cause:
@@ -136,7 +138,7 @@ plot_swimlanes(killed, title="item 5 kills its worker")
 
 # %% [markdown]
 # The killed worker's lane ends without a normal exit, unlike its sibling's, and the error names
-# its PID. How fast the main process noticed, and what it could say, depends on who the worker's
+# its PID; item 5 never finished loading, so it has no bar. How fast the main process noticed, and what it could say, depends on who the worker's
 # parent is. When a process ends, the operating system sends its **parent** the signal `SIGCHLD`.
 # PyTorch installs a handler for it in the main process (on Linux and macOS) that checks every
 # worker at once and raises in the main thread, naming the signal or the exit code:
