@@ -149,6 +149,9 @@ plot_swimlanes(trace)
 # settings runs and the chart is redrawn. If you move it quickly, only the last setting is drawn.
 # The first chart is also shown as a picture above the panel, so that a saved copy of this
 # notebook keeps it.
+#
+# **Predict** before you move anything: with `num_workers=1`, how many worker lanes will there
+# be, and will the last batch arrive sooner or later than with 2? Then try it, and try 0.
 
 # %%
 panel = SwimlanePanel(SleepDataset(size=12, delay=0.05), num_workers=2, batch_size=2)

@@ -120,7 +120,7 @@ for pid, worker_id in killed.worker_pids.items():
           f"named in the error: {str(pid) in named}")
 victim = next(pid for pid in killed.worker_pids if str(pid) in named)
 last_sign = max(e.end for e in killed.events if e.pid == victim)
-(gave_up, _), = killed.waits_ended()
+gave_up = killed.waits_ended()[0][0]  # the next() that got no batch
 interval = torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL
 print(f"\nthe killed worker's last recorded event: t = {last_sign:.3f} s; the loop's next() raised at "
       f"t = {gave_up.end:.3f} s, {(gave_up.end - last_sign) * 1000:.0f} ms later (item 5 itself loaded for "

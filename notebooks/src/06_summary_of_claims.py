@@ -207,6 +207,13 @@ nb06.EXERCISES[2].check(answer, trace=in_workers)
 # - Every epoch starts its workers again unless `persistent_workers=True` (C6), and only the
 #   start method keeps CUDA out of forked workers (C4).
 #
+# ## Read more
+#
+# - PyTorch: [Multi-process data loading](https://pytorch.org/docs/stable/data.html#multi-process-data-loading)
+#   and [Platform-specific behaviors](https://pytorch.org/docs/stable/data.html#platform-specific-behaviors).
+# - Python: [Contexts and start methods](https://docs.python.org/3/library/multiprocessing.html#contexts-and-start-methods)
+#   and [Safe importing of main module](https://docs.python.org/3/library/multiprocessing.html#the-spawn-and-forkserver-start-methods).
+#
 # **Next:** beyond the article, [07 — how many workers](07_how_many_workers.ipynb): how many to
 # use, and what each costs. **Back to** [00 — start here](00_start_here.ipynb), or move the
 # sliders in any notebook.
