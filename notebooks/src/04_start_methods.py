@@ -355,10 +355,11 @@ epochs_controls
 # %%
 left = run_experiment(dataset, max_batches=2, batch_size=2, num_workers=2)
 closed = left.first(Kind.ITER_CLOSED)
+exits = [e.start for e in left.of(Kind.WORKER_EXITED)]
 print(f"received {left.batches_received} batches, then left the loop; shutdown began at t = {closed.start:.2f} s "
-      f"and took {closed.duration:.2f} s; batches built but never received: {left.wasted_batches or 'none'}; "
-      f"{len(left.of(Kind.WORKER_EXITED))} of {len(left.worker_pids)} workers exited normally; "
-      f"processes left behind: {list(left.leftover_processes) or 'none'}")
+      f"and ended at t = {closed.end:.2f} s; batches built but never received: {left.wasted_batches or 'none'}")
+print(f"{len(exits)} of {len(left.worker_pids)} workers exited normally, the last exit mark at t = {max(exits):.2f} s; "
+      f"processes left behind: {list(left.leftover_processes) or 'none'} ({left.start_method})")
 plot_swimlanes(left, title="the loop leaves after 2 batches")
 
 # %% [markdown]
@@ -367,6 +368,28 @@ plot_swimlanes(left, title="the loop leaves after 2 batches")
 # to `MP_STATUS_CHECK_INTERVAL` seconds, then terminates it ([05](05_when_things_go_wrong.ipynb)
 # shows the code). Batches already built are thrown away.
 #
+# Compare the end of the shutdown with the last exit mark, printed above. The exit mark is a
+# worker's last line of Python of ours; then the process must end, and PyTorch waits for it. A
+# forked child (and one forked by the fork server) ends at once with `os._exit`; a spawned one
+# returns from `spawn_main` and ends its interpreter the orderly way, with `sys.exit`, tearing down
+# every module it imported, PyTorch included. Under `spawn` that is paid at the end of every epoch
+# too (the "end of data + shutdown" bars in the C6 chart above; measured below):
+#
+# %%
+from multiprocessing import popen_fork, spawn
+
+show_source(popen_fork.Popen._launch, "code = process_obj._bootstrap(", "os._exit(code)")
+show_source(spawn.spawn_main, "exitcode = _main(", "sys.exit(exitcode)")
+
+ends = [wait for wait, how in two_epochs.waits_ended()]
+iters = [e.start for e in two_epochs.of(Kind.ITER_CALLED)] + [float("inf")]
+for number, wait in enumerate(ends):
+    marks = [e.start for e in two_epochs.of(Kind.WORKER_EXITED) if iters[number] <= e.start < iters[number + 1]]
+    if marks:
+        print(f"spawn, C6 run, epoch {number + 1}: the last worker's exit mark at t = {max(marks):.2f} s; "
+              f"its end of data + shutdown ended at t = {wait.end:.2f} s, {wait.end - max(marks):.2f} s later")
+
+# %% [markdown]
 # ## Claim C4: CUDA and fork
 #
 # A CUDA context does not survive `fork`. PyTorch guards against using it in a forked child. The
