@@ -63,9 +63,14 @@ def _check_private_growth(answer: Any, report: Any = None, baseline: Any = None)
         return Feedback.of(False, "Give a number of MiB.")
     expected = (report.worker_uss - baseline.worker_uss) / 2**20
     close = abs(answer - expected) <= max(1.0, 0.05 * abs(expected))
+    growth = (
+        f"grew by {expected:.1f} MiB"
+        if expected >= 1
+        else f"did not grow (it changed by {expected:+.1f} MiB: the workers share the array's pages)"
+    )
     return Feedback.of(
         close,
-        f"Each worker's USS grew by {expected:.1f} MiB for the array under {report.start_method}"
+        f"Each worker's USS {growth} for the array under {report.start_method}"
         + ("." if close else "; subtract the baseline's worker_uss and divide by 2**20."),
     )
 

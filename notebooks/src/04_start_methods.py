@@ -118,14 +118,18 @@ slowest = max(traces, key=lambda name: epoch_costs(traces[name])[0].first_batch_
 fastest = min(traces, key=lambda name: epoch_costs(traces[name])[0].first_batch_s)
 print(f"\niter() returned within {max(epoch_costs(t)[0].iter_s for t in traces.values()) * 1000:.0f} ms under "
       f"every method; the first batch came soonest under {fastest} and latest under {slowest}.")
+before_return = [name for name, trace in traces.items()
+                 if max(e.end for e in trace.of(Kind.PROCESS_CREATED)) <= trace.first(Kind.ITER_CALLED).end]
+print(f"every worker process had been created before iter() returned under: {', '.join(before_return) or 'none'}")
 
 # %% [markdown]
 # All times are seconds after `iter()` was called; "all … by" is when the last of the workers got
 # there (the first batch can come sooner, from the first worker ready). Read the table from left
-# to right: `iter()` creates every worker process before it returns, under every method. What differs is what
-# comes after, between **running Python** (our first line of code in the new process) and
-# **ready** (the worker ran `worker_init_fn` and waits for indices). A forked worker has nothing
-# to do there: it is a copy of a kernel that has PyTorch imported. A spawned worker starts an
+# to right. `iter()` creates the worker processes before it returns (the last line above says
+# under which methods it did here). What differs is what comes after, between **running Python**
+# (our first line of code in the new process) and **ready** (the worker ran `worker_init_fn` and
+# waits for indices). A forked worker has little to do there: it is a copy of a kernel that has
+# PyTorch imported. A spawned worker starts an
 # interpreter, then imports PyTorch and unpickles the dataset. A worker forked from the fork
 # server skips the interpreter start but not the rest, because the server has not imported
 # PyTorch: `multiprocessing.set_forkserver_preload(["torch"])` makes it import PyTorch once, before
