@@ -21,9 +21,9 @@ import torch
 
 from helpers import ArrayDataset, Kind, SleepDataset, run_experiment, stack_collate
 from helpers.checks import nb06
-from helpers.claims import summary_table, verdict_c1, verdict_c2, verdict_c3, verdict_c4
+from helpers.claims import (summary_table, verdict_c1, verdict_c2, verdict_c3, verdict_c4, verdict_c5,
+                            verdict_c6, verdict_c7)
 from helpers.measurements import count_processes
-                            verdict_c5, verdict_c6, verdict_c7)
 from helpers.lessons2 import show_source
 from helpers.memory import measure_memory
 
