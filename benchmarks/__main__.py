@@ -29,9 +29,9 @@ from nbclient import NotebookClient
 from torch.utils.data import DataLoader
 
 from helpers import SleepDataset, SwimlanePanel, run_experiment, trace_loader
-from helpers.claims import epoch_costs
 from helpers.events import EventLog
 from helpers.internals import live_iterator, shut_down, worker_pids
+from helpers.measurements import epoch_costs
 from helpers.tracing import TracedDataset
 
 from .workloads import SmallTensors

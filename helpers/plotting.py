@@ -202,8 +202,12 @@ def _wait_text(trace: Trace, how: WaitEnd) -> str:
 
 def _batch_text(numbers: Sequence[int]) -> str:
     """``b3``; ``b0–3`` for a run of numbers; ``b0, b4, …, b20`` for a longer series with one
-    step; ``b0, b4`` otherwise."""
-    ns = sorted(numbers)
+    step; ``b0, b4`` otherwise. A number repeated (two epochs) is named once.
+
+    >>> _batch_text([2, 0, 1, 1])
+    'b0–2'
+    """
+    ns = sorted(set(numbers))
     if len(ns) == 1:
         return f"b{ns[0]}"
     if ns == list(range(ns[0], ns[-1] + 1)):

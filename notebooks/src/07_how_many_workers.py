@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers import Kind, SleepDataset, plot_swimlanes, run_experiment
-from helpers.claims import epoch_costs, run_script
+from helpers.measurements import epoch_costs, run_script
 from helpers.memory import measure_memory
 from helpers.sweep import plot_sweeps, recommend, sweep, usable_cpus
 from helpers.system import cpu_quota, memory_limit, shm_bytes, workers_that_fit
@@ -305,7 +305,7 @@ import multiprocessing
 if __name__ == "__main__":
     {setting}
     from helpers import SleepDataset, run_experiment
-    from helpers.claims import epoch_costs
+    from helpers.measurements import epoch_costs
     from helpers.memory import measure_memory
 
     dataset = SleepDataset(size=4, delay=0.0)
