@@ -435,6 +435,8 @@ def _memory_bars(ax: Any, rows: list[tuple[int, str]], measured: dict[int, Proce
         ax.text(p.rss / MIB, y + 0.32, f" {text}", ha="left", va="bottom", fontsize=11)
     if report.data_bytes:
         ax.axvline(report.data_bytes / MIB, color=COLORS["item"], linestyle="--", linewidth=2)
+        ax.text(report.data_bytes / MIB, 0.01, " array", color=COLORS["item"], fontsize=11, ha="left",
+                va="bottom", transform=ax.get_xaxis_transform())
     ax.tick_params(labelleft=False)
     widest = max((p.rss for p in measured.values()), default=MIB) / MIB
     ax.set_xlim(0, widest * 1.6)
