@@ -138,10 +138,11 @@ plot_swimlanes(trace)
 
 # %% [markdown]
 # Read each worker's lane from the left. A **white circle** is the moment the main process
-# created that process; the **hatched bar** after it is the process starting (under `spawn` and
-# `forkserver`: a new Python interpreter, imports, unpickling the dataset; under `fork`: a copy of
-# this kernel setting itself up), with a **tick** where its first line of our Python ran; the
-# **star** is the worker ready (its `worker_init_fn` ran). Then come its items (blue, numbered by
+# created that process. The **hatched bar** after it is the process starting: under `spawn` a new
+# Python interpreter, under `forkserver` a fork of the fork server (which gets a lane of its
+# own), each of which then imports PyTorch and unpickles the dataset; under `fork` a copy of this
+# kernel setting itself up. A **tick** marks where its first line of our Python ran, and the
+# **star** the worker ready (its `worker_init_fn` ran). Then come its items (blue, numbered by
 # dataset index) and its collates (orange, `b` + batch number). The solid line is `iter()`, t = 0.
 # Where did the circles fall?
 
@@ -220,15 +221,17 @@ print(trace.log_lines())
 # %%
 loaded = trace.of(Kind.ITEM_LOADED)
 closed = trace.first(Kind.ITER_CLOSED)
-busy = sorted(e.index for e in loaded if e.end > closed.start)
+busy = [e for e in loaded if e.end > closed.start]
 print(f"most items loading at the same moment: {most_at_once(loaded)}, on {cpus} CPUs (sleeping needs no CPU)")
 print(f"items loaded: {len(loaded)}, for the {2 * trace.batches_received} items of the "
       f"{trace.batches_received} batches the loop took")
 print(f"batches built but never received: {trace.wasted_batches}")
-print(
-    f"leaving the loop, shutting the workers down took {closed.duration:.2f} s"
-    + (f": it waited for item(s) {busy}, still loading" if busy else "; no item was still loading")
-)
+print(f"leaving the loop began shutting the workers down at t = {closed.start:.2f} s; it took {closed.duration:.2f} s")
+if busy:
+    print(f"  item(s) {sorted(e.index for e in busy)} were still loading then, and ended "
+          f"{max(e.end for e in busy) - closed.start:.2f} s into the shutdown: a worker finishes the batch it is on")
+else:
+    print("  no item was still loading then")
 
 # %%
 verdict_c7(counts, trace)
