@@ -30,7 +30,7 @@ from helpers import ArrayDataset, Kind
 from helpers.checks import nb02
 from helpers.claims import private_growth, verdict_c3
 from helpers.datasets import ObjectListDataset
-from helpers.lessons import MemoryPanel, mib
+from helpers.lessons import MemoryPanel, mib, show_source
 from helpers.memory import ProcessMemory, measure_memory
 from helpers.plotting import plot_memory
 from helpers.scenarios import RowsDataset
@@ -141,6 +141,9 @@ def measure(method):
     report = reports[method]
     print(f"{method}: each worker USS {mib(report.worker_uss)} (baseline {mib(baselines[method].worker_uss)}), "
           f"RSS {mib(report.worker_rss)}; the kernel USS {mib(report.main.uss)}, RSS {mib(report.main.rss)}")
+    starts = ", ".join(f"{e.duration:.2f}" for e in report.trace.of(Kind.PROCESS_CREATED))
+    print(f"    iter() took {report.trace.first(Kind.ITER_CALLED).duration:.2f} s; Process.start() for each "
+          f"worker took {starts} s")
 
 
 print(big, "| start methods to measure:", methods)
@@ -184,6 +187,20 @@ for method, report in reports.items():
 #   worker unpickles its own full copy of the array, which lands in its USS, and the kernel keeps
 #   its own pages to itself.
 #
+# The copy costs time as well. Compare the `Process.start()` times printed above: under `spawn`,
+# `start()` writes the pickled process object, dataset and all, into a pipe to the new process,
+# and the write ends only as the process reads it, which it does while unpickling, after it has
+# imported PyTorch. Until then `iter()` cannot create the next worker. Here is that write:
+
+# %%
+try:
+    from multiprocessing.popen_spawn_posix import Popen as SpawnPopen
+
+    show_source(SpawnPopen._launch, "self.pid = util.spawnv_passfds(", "f.write(fp.getbuffer())")
+except ImportError:  # Windows starts processes another way (popen_spawn_win32)
+    print("not shown: this is not a POSIX system")
+
+# %% [markdown]
 # ## Claim C3: the outcome and the article's reason
 #
 # The verdicts below are worded from the numbers above, one per start method. The article makes
@@ -225,7 +242,8 @@ for method, report in reports.items():
 # Beside each process's swimlane it draws that process's memory; below, what all of them cost
 # together against this kernel's memory limit. A setting that would not fit in the limit is not
 # run. Things to try: under `spawn`, add workers one at a time: by how much does the total grow
-# each time? Under `fork`, double the array: which bars grow?
+# each time, and where on its lane is each new worker created? Under `fork`, double the array:
+# which bars grow?
 
 # %%
 panel = MemoryPanel(num_workers=2, array_mib=64)
