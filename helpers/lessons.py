@@ -35,7 +35,7 @@ from .plotting import COLORS, STYLE, figure_png, lanes, plot_swimlanes
 from .scenarios import SlowCollate
 from .system import WORKER_BYTES, memory_limit, workers_that_fit
 
-__all__ = ["LoaderPanel", "MemoryPanel", "mib", "show_source", "source_lines"]
+__all__ = ["LoaderPanel", "MemoryPanel", "compare_after_start", "mib", "show_source", "source_lines"]
 
 MIB = 2**20
 
@@ -52,10 +52,11 @@ def mib(nbytes: float, digits: int = 0) -> str:
 # --- the installed PyTorch source -----------------------------------------------------------------
 
 
-def source_lines(obj: Any, start: str, end: str | None = None) -> tuple[str, int, list[str]]:
+def source_lines(obj: Any, start: str, end: str | None = None, more: int = 0) -> tuple[str, int, list[str]]:
     """``(file, first line number, lines)`` of the contiguous block of ``obj``'s installed source
     from the first line containing ``start`` to the first line after it containing ``end`` (just
-    that line if ``end`` is ``None``). Raises ``LookupError`` naming a pattern not found."""
+    that line if ``end`` is ``None``), and ``more`` lines after that. Raises ``LookupError``
+    naming a pattern not found."""
     lines, first = inspect.getsourcelines(obj)
     path = inspect.getsourcefile(obj) or "?"
     begin = next((i for i, line in enumerate(lines) if start in line), None)
@@ -66,17 +67,18 @@ def source_lines(obj: Any, start: str, end: str | None = None) -> tuple[str, int
         stop = next((i for i in range(begin, len(lines)) if end in lines[i]), -1)
         if stop < 0:
             raise LookupError(f"{end!r} does not follow {start!r} in {getattr(obj, '__qualname__', obj)}")
-    return path, first + begin, [line.rstrip("\n") for line in lines[begin : stop + 1]]
+    return path, first + begin, [line.rstrip("\n") for line in lines[begin : stop + 1 + more]]
 
 
-def show_source(obj: Any, start: str, end: str | None = None) -> None:
+def show_source(obj: Any, start: str, end: str | None = None, more: int = 0) -> None:
     """Print the contiguous block of ``obj``'s installed source from the line containing ``start``
-    to the next line containing ``end``, numbered as in the file, under the file's name.
+    to the next line containing ``end`` (and ``more`` lines after it), numbered as in the file,
+    under the file's name.
 
     Where this PyTorch has no such lines (another version), say so instead of failing."""
     name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
     try:
-        path, number, lines = source_lines(obj, start, end)
+        path, number, lines = source_lines(obj, start, end, more)
     except (LookupError, OSError, TypeError) as exc:
         print(f"(not shown: {exc}; this is torch {torch.__version__})")
         return
@@ -87,6 +89,31 @@ def show_source(obj: Any, start: str, end: str | None = None) -> None:
     width = len(str(last))
     for offset, line in enumerate(textwrap.dedent("\n".join(lines)).splitlines()):
         print(f"{number + offset:>{width}} | {line}")
+
+
+# --- charts ---------------------------------------------------------------------------------------
+
+
+def compare_after_start(traces: dict[str, Trace]) -> Figure:
+    """``traces`` stacked, each drawn from just before its first worker was ready to just after its
+    last batch was built or received: the work, without the workers' start-up (which under
+    ``spawn`` can take longer than everything else) or the final shutdown. Each has its own time
+    window, named in its title; labels of marks outside it are left out."""
+    heights = [len(lanes(t)) + 1.8 for t in traces.values()]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(13, 0.8 * sum(heights) + 2.2))
+        axes = fig.subplots(len(traces), 1, height_ratios=heights, squeeze=False)[:, 0]
+        fig.subplots_adjust(left=0.13, right=0.98, top=0.95, bottom=0.2, hspace=0.6)
+        for number, (ax, (name, trace)) in enumerate(zip(axes, traces.items(), strict=True)):
+            first = min((e.start for e in trace.of(Kind.WORKER_READY)), default=0.0)
+            last = max((e.end for e in trace.of(Kind.BATCH_RECEIVED, Kind.COLLATED)), default=first + 1.0)
+            margin = (last - first) * 0.04
+            title = f"{name}: t = {first:.2f} to {last:.2f} s (from the first worker ready)"
+            plot_swimlanes(trace, ax=ax, title=title, xlim=(first - margin, last + margin),
+                           legend=number == len(traces) - 1)
+            for text in ax.texts:  # a label of a mark outside the window would float beside the chart
+                text.set_clip_on(True)
+    return fig
 
 
 # --- panels ---------------------------------------------------------------------------------------

@@ -33,8 +33,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDat
 from helpers import Kind, SleepDataset, descendants, plot_swimlanes, run_experiment, stack_collate
 from helpers.checks import nb03
 from helpers.claims import verdict_c5
-from helpers.lessons import LoaderPanel, show_source
-from helpers.plotting import compare_swimlanes
+from helpers.lessons import LoaderPanel, compare_after_start, show_source
 from helpers.scenarios import SlowCollate, pid_collate
 
 # PyTorch warns when num_workers exceeds this kernel's CPUs; our items sleep, not compute, so that is fine here.
@@ -146,13 +145,14 @@ show_source(_MultiProcessingDataLoaderIter.__init__, "w = multiprocessing_contex
 # Batches are handed to workers in turn, and with the default `in_order=True` the loop receives
 # them strictly by number, so one slow batch holds back every batch behind it, even those
 # already built. Below, items 0 and 1 (batch 0) take 6 times longer than the rest, with 3
-# workers. **Predict:** with `in_order=False`, which batch arrives first?
+# workers. **Predict:** with `in_order=False`, which batch arrives first? (The chart starts when
+# the first worker was ready: how long the workers take to start is notebook 04's subject.)
 
 # %%
 slow_start = SleepDataset(size=12, delay=0.04, shape=(), slow_items=(0, 1), slow_factor=6)
 ordered = run_experiment(slow_start, batch_size=2, num_workers=3, in_order=True)
 unordered = run_experiment(slow_start, batch_size=2, num_workers=3, in_order=False)
-compare_swimlanes({"in_order=True (the default)": ordered, "in_order=False": unordered})
+compare_after_start({"in_order=True (the default)": ordered, "in_order=False": unordered})
 
 # %%
 for name, trace in (("in_order=True", ordered), ("in_order=False", unordered)):
