@@ -101,7 +101,7 @@ def compare_after_start(traces: dict[str, Trace]) -> Figure:
     window, named in its title; labels of marks outside it are left out."""
     heights = [len(lanes(t)) + 1.8 for t in traces.values()]
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(13, 0.8 * sum(heights) + 2.2))
+        fig = Figure(figsize=(13, 1.0 * sum(heights) + 2.2))
         axes = fig.subplots(len(traces), 1, height_ratios=heights, squeeze=False)[:, 0]
         fig.subplots_adjust(left=0.13, right=0.98, top=0.95, bottom=0.2, hspace=0.6)
         for number, (ax, (name, trace)) in enumerate(zip(axes, traces.items(), strict=True)):
