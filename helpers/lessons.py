@@ -436,7 +436,7 @@ def plot_memory_lanes(report: MemoryReport, server: ProcessMemory | None = None)
     limit = memory_limit()
     total, kind = MemoryPanel.total(report, server)
     with matplotlib.rc_context(STYLE):
-        height = 2.6 + 0.8 * len(rows)
+        height = 2.6 + 1.0 * len(rows)
         fig = Figure(figsize=(15, height))
         top, bottom_bar = 1 - 0.7 / height, 1.3 / height
         swim = fig.add_axes((0.1, bottom_bar + 0.55 / height, 0.55, top - bottom_bar - 0.55 / height))

@@ -190,7 +190,8 @@ for method, report in reports.items():
 # The copy costs time as well. Compare the `Process.start()` times printed above: under `spawn`,
 # `start()` writes the pickled process object, dataset and all, into a pipe to the new process,
 # and the write ends only as the process reads it, which it does while unpickling, after it has
-# imported PyTorch. Until then `iter()` cannot create the next worker. Here is that write:
+# imported PyTorch. Until then `iter()` cannot create the next worker. (A `forkserver` worker is
+# handed its pickled dataset in the same way, through the fork server.) Here is spawn's write:
 
 # %%
 try:
