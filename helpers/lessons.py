@@ -19,10 +19,11 @@ import os
 import statistics
 import textwrap
 import threading
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import matplotlib
+import psutil
 import torch
 from matplotlib.figure import Figure
 from torch.utils.data import Dataset
@@ -100,7 +101,7 @@ def compare_after_start(traces: dict[str, Trace]) -> Figure:
     ``spawn`` can take longer than everything else) or the final shutdown. Each has its own time
     window, named in its title; labels of marks outside it are left out."""
     heights = [len(lanes(t)) + 1.8 for t in traces.values()]
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(cast(Any, STYLE)):  # STYLE is typed loosely on some branches
         fig = Figure(figsize=(13, 1.0 * sum(heights) + 2.2))
         axes = fig.subplots(len(traces), 1, height_ratios=heights, squeeze=False)[:, 0]
         fig.subplots_adjust(left=0.13, right=0.98, top=0.95, bottom=0.2, hspace=0.6)
@@ -109,8 +110,13 @@ def compare_after_start(traces: dict[str, Trace]) -> Figure:
             last = max((e.end for e in trace.of(Kind.BATCH_RECEIVED, Kind.COLLATED)), default=first + 1.0)
             margin = (last - first) * 0.04
             title = f"{name}: t = {first:.2f} to {last:.2f} s (from the first worker ready)"
-            plot_swimlanes(trace, ax=ax, title=title, xlim=(first - margin, last + margin),
-                           legend=number == len(traces) - 1)
+            plot_swimlanes(
+                trace,
+                ax=ax,
+                title=title,
+                xlim=(first - margin, last + margin),
+                legend=number == len(traces) - 1,
+            )
             for text in ax.texts:  # a label of a mark outside the window would float beside the chart
                 text.set_clip_on(True)
     return fig
@@ -179,7 +185,7 @@ class _Panel:
         self.status.value = "<i>running a DataLoader with these settings…</i>"
         try:
             result = self.measure(settings)
-        except Exception as exc:  # a bad setting, or one that does not fit: say so, stay usable
+        except Exception as exc:  # noqa: BLE001 (a bad setting, or one that does not fit: say so, stay usable)
             self.status.value = f"<b>Not run:</b> {html.escape(str(exc))}"
             return
         finally:
@@ -262,10 +268,14 @@ class LoaderPanel(_Panel):
         self.batch_size = _slider(batch_size, 1, 8, "batch_size")
         first: list[widgets.Widget] = [self.num_workers, self.batch_size]
         second: list[widgets.Widget] = []
-        self.prefetch_factor = None if prefetch_factor is None else _slider(prefetch_factor, 1, 4, "prefetch_factor")
+        self.prefetch_factor = (
+            None if prefetch_factor is None else _slider(prefetch_factor, 1, 4, "prefetch_factor")
+        )
         self.start_method = _start_methods(start_method) if choose_start_method else None
         self._method = start_method
-        self.collate_ms = None if collate_ms is None else _slider(collate_ms, 0, 60, "collate cost (ms)", step=5)
+        self.collate_ms = (
+            None if collate_ms is None else _slider(collate_ms, 0, 60, "collate cost (ms)", step=5)
+        )
         self.in_order = None
         if in_order is not None:
             self.in_order = widgets.Checkbox(value=in_order, description="in_order", indent=False)
@@ -313,9 +323,11 @@ class LoaderPanel(_Panel):
             f"{len(result.worker_pids)} worker lanes",
             f"{result.batches_received} batches received",
             f"{result.handed_out_before_first_batch} handed out before the first arrived",
-            f"collate ran {len(in_main)}× in the main process "
-            f"({sum(e.duration for e in in_main) * 1000:.0f} ms in all) and "
-            f"{len(collates) - len(in_main)}× in workers",
+            (
+                f"collate ran {len(in_main)}× in the main process "
+                f"({sum(e.duration for e in in_main) * 1000:.0f} ms in all) and "
+                f"{len(collates) - len(in_main)}× in workers"
+            ),
             f"last event {last:.2f} s after iter()",
         ]
         text = " · ".join(parts)
@@ -385,7 +397,7 @@ class MemoryPanel(_Panel):
         server = report.trace.fork_server_pid
         try:
             server_memory = ProcessMemory.of("fork server", server) if server else None
-        except Exception:  # it may have ended: then it costs nothing now
+        except psutil.Error:  # it may have ended: then it costs nothing now
             server_memory = None
         return report, server_memory
 
@@ -435,7 +447,7 @@ def plot_memory_lanes(report: MemoryReport, server: ProcessMemory | None = None)
     rows = lanes(trace)
     limit = memory_limit()
     total, kind = MemoryPanel.total(report, server)
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(cast(Any, STYLE)):  # STYLE is typed loosely on some branches
         height = 2.6 + 1.0 * len(rows)
         fig = Figure(figsize=(15, height))
         top, bottom_bar = 1 - 0.7 / height, 1.3 / height
@@ -444,11 +456,13 @@ def plot_memory_lanes(report: MemoryReport, server: ProcessMemory | None = None)
         bars = fig.add_axes((0.69, swim.get_position().y0, 0.29, swim.get_position().height), sharey=swim)
         _memory_bars(bars, rows, measured, report)
         share = fig.add_axes((0.1, 0.35 / height, 0.88, 0.45 / height))
-        _limit_bar(share, rows, measured, limit, total, kind)
+        _limit_bar(share, rows, measured, limit=limit, total=total, kind=kind)
     return fig
 
 
-def _memory_bars(ax: Any, rows: list[tuple[int, str]], measured: dict[int, ProcessMemory], report: MemoryReport) -> None:
+def _memory_bars(
+    ax: Any, rows: list[tuple[int, str]], measured: dict[int, ProcessMemory], report: MemoryReport
+) -> None:
     for row, (pid, _) in enumerate(rows):
         p = measured.get(pid)
         if p is None:
@@ -462,8 +476,16 @@ def _memory_bars(ax: Any, rows: list[tuple[int, str]], measured: dict[int, Proce
         ax.text(p.rss / MIB, y + 0.32, f" {text}", ha="left", va="bottom", fontsize=11)
     if report.data_bytes:
         ax.axvline(report.data_bytes / MIB, color=COLORS["item"], linestyle="--", linewidth=2)
-        ax.text(report.data_bytes / MIB, 0.01, " array", color=COLORS["item"], fontsize=11, ha="left",
-                va="bottom", transform=ax.get_xaxis_transform())
+        ax.text(
+            report.data_bytes / MIB,
+            0.01,
+            " array",
+            color=COLORS["item"],
+            fontsize=11,
+            ha="left",
+            va="bottom",
+            transform=ax.get_xaxis_transform(),
+        )
     ax.tick_params(labelleft=False)
     widest = max((p.rss for p in measured.values()), default=MIB) / MIB
     ax.set_xlim(0, widest * 1.6)
@@ -473,7 +495,13 @@ def _memory_bars(ax: Any, rows: list[tuple[int, str]], measured: dict[int, Proce
 
 
 def _limit_bar(
-    ax: Any, rows: list[tuple[int, str]], measured: dict[int, ProcessMemory], limit: int, total: int, kind: str
+    ax: Any,
+    rows: list[tuple[int, str]],
+    measured: dict[int, ProcessMemory],
+    *,
+    limit: int,
+    total: int,
+    kind: str,
 ) -> None:
     left = 0.0
     for pid, label in rows:

@@ -30,8 +30,7 @@ QUESTIONS = [
         },
     ),
     Question(
-        "The lines printed by the workers and by the main loop come out mixed together. What does "
-        "that show?",
+        "The lines printed by the workers and by the main loop come out mixed together. What does that show?",
         [
             "Workers are created one at a time, as batches are needed",
             "Several workers are loading items at the same time, each building its own batch",
@@ -80,7 +79,9 @@ def example_trace(
 ) -> Trace:
     """A made-up trace with the given counts, for the exercises' examples and tests."""
     events: list[Event] = [Event(main_pid, -1, Kind.ITER_CALLED, 0.0, 0.01, -1)]
-    events += [Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.001 * i, 0.001 * i, i) for i in range(handed_out_first)]
+    events += [
+        Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.001 * i, 0.001 * i, i) for i in range(handed_out_first)
+    ]
     events += [
         Event(main_pid, -1, Kind.BATCH_RECEIVED, 0.02 + 0.1 * i, 0.1 + 0.1 * i, i) for i in range(received)
     ]
@@ -88,9 +89,15 @@ def example_trace(
         Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.1 + 0.1 * i, 0.1 + 0.1 * i, i)
         for i in range(handed_out_first, batches)
     ]
-    events += [Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.ITEM_LOADED, 0.05, 0.09, i) for i in range(items)]
+    events += [
+        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.ITEM_LOADED, 0.05, 0.09, i)
+        for i in range(items)
+    ]
     built = received if collated is None else collated
-    events += [Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.COLLATED, 0.09, 0.095, i) for i in range(built)]
+    events += [
+        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.COLLATED, 0.09, 0.095, i)
+        for i in range(built)
+    ]
     events.sort(key=lambda e: e.start)
     settings: dict[str, Any] = {
         "num_workers": num_workers,
@@ -153,9 +160,21 @@ EXERCISES = [
         "the loop receives its first?",
         _handed_out,
         examples=[
-            ((6,), {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)}, True),
-            ((8,), {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)}, False),
-            ((None,), {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)}, False),
+            (
+                (6,),
+                {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)},
+                True,
+            ),
+            (
+                (8,),
+                {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)},
+                False,
+            ),
+            (
+                (None,),
+                {"trace": example_trace(num_workers=3, prefetch_factor=2, batches=8, handed_out_first=6)},
+                False,
+            ),
         ],
     ),
     Exercise(

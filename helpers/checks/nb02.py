@@ -58,7 +58,9 @@ QUESTIONS = [
 ]
 
 
-def example_report(worker_uss_mib: float, workers: int = 3, data_mib: float = 64, start_method: str = "spawn") -> MemoryReport:
+def example_report(
+    worker_uss_mib: float, workers: int = 3, data_mib: float = 64, start_method: str = "spawn"
+) -> MemoryReport:
     """A made-up report of ``workers`` workers holding ``worker_uss_mib`` MiB each, for examples."""
     main = ProcessMemory("main", 100, 400 * MIB, 300 * MIB, 320 * MIB)
     each = int(worker_uss_mib * MIB)
@@ -67,7 +69,10 @@ def example_report(worker_uss_mib: float, workers: int = 3, data_mib: float = 64
         data_bytes=int(data_mib * MIB),
         start_method=start_method,
         main=main,
-        workers=tuple(ProcessMemory(f"worker {i}", 200 + i, each + 50 * MIB, each, each + 10 * MIB) for i in range(workers)),
+        workers=tuple(
+            ProcessMemory(f"worker {i}", 200 + i, each + 50 * MIB, each, each + 10 * MIB)
+            for i in range(workers)
+        ),
         trace=example_trace(num_workers=workers),
     )
 

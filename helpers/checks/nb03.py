@@ -47,8 +47,10 @@ QUESTIONS = [
         "The article argues that if workers were created when the DataLoader is constructed, they could "
         "not use a custom collate_fn. Why does that not follow?",
         [
-            "collate_fn is stored by DataLoader(...) and passed to each worker as an argument of its "
-            "Process, whenever that Process is created",
+            (
+                "collate_fn is stored by DataLoader(...) and passed to each worker as an argument of its "
+                "Process, whenever that Process is created"
+            ),
             "Workers import collate_fn from the notebook when they need it",
             "The main process runs collate_fn and sends the result to the workers",
             "collate_fn can only be set after the workers exist",
@@ -92,7 +94,9 @@ def _trace(events: list[Event], main_pid: int = 100, num_workers: int = 2) -> Tr
 
 
 def _received_in(order: list[int], step: float = 0.1) -> Trace:
-    return _trace([Event(100, -1, Kind.BATCH_RECEIVED, step * i, step * (i + 1), n) for i, n in enumerate(order)])
+    return _trace(
+        [Event(100, -1, Kind.BATCH_RECEIVED, step * i, step * (i + 1), n) for i, n in enumerate(order)]
+    )
 
 
 def _position(answer: int | None, trace: Trace, batch: int = 2) -> Feedback:
@@ -100,7 +104,9 @@ def _position(answer: int | None, trace: Trace, batch: int = 2) -> Feedback:
         return Feedback.of(False, NO_ANSWER)
     order = [e.index for e in trace.of(Kind.BATCH_RECEIVED)]
     if batch not in order:
-        return Feedback.of(False, f"Batch {batch} was never received in this run (order {order}): run the cell again.")
+        return Feedback.of(
+            False, f"Batch {batch} was never received in this run (order {order}): run the cell again."
+        )
     place = order.index(batch)
     return Feedback.of(
         abs(answer - place) <= 1,
@@ -111,7 +117,9 @@ def _position(answer: int | None, trace: Trace, batch: int = 2) -> Feedback:
     )
 
 
-def _collate_in_main(answer: tuple[float, float] | None, without_workers: Trace, with_workers: Trace) -> Feedback:
+def _collate_in_main(
+    answer: tuple[float, float] | None, without_workers: Trace, with_workers: Trace
+) -> Feedback:
     if answer is None:
         return Feedback.of(False, NO_ANSWER)
     measured = (collate_seconds_in_main(without_workers), collate_seconds_in_main(with_workers))
@@ -138,13 +146,18 @@ def _interval(answer: float | None, trace: Trace) -> Feedback:
 
 
 def _timed(every: float, batches: int = 8) -> Trace:
-    return _trace([Event(100, -1, Kind.BATCH_RECEIVED, every * i, every * (i + 1), i) for i in range(batches)])
+    return _trace(
+        [Event(100, -1, Kind.BATCH_RECEIVED, every * i, every * (i + 1), i) for i in range(batches)]
+    )
 
 
 def _collating(per_batch: float, batches: int, main: bool) -> Trace:
     pid = 100 if main else 200
     return _trace(
-        [Event(pid, -1 if main else 0, Kind.COLLATED, i * 0.1, i * 0.1 + per_batch, i) for i in range(batches)],
+        [
+            Event(pid, -1 if main else 0, Kind.COLLATED, i * 0.1, i * 0.1 + per_batch, i)
+            for i in range(batches)
+        ],
         num_workers=0 if main else 2,
     )
 
@@ -165,8 +178,16 @@ EXERCISES = [
         "with num_workers=0, and with num_workers=2?",
         _collate_in_main,
         examples=[
-            (((0.18, 0.0),), {"without_workers": _collating(0.03, 6, True), "with_workers": _collating(0.03, 6, False)}, True),
-            (((0.0, 0.18),), {"without_workers": _collating(0.03, 6, True), "with_workers": _collating(0.03, 6, False)}, False),
+            (
+                ((0.18, 0.0),),
+                {"without_workers": _collating(0.03, 6, True), "with_workers": _collating(0.03, 6, False)},
+                True,
+            ),
+            (
+                ((0.0, 0.18),),
+                {"without_workers": _collating(0.03, 6, True), "with_workers": _collating(0.03, 6, False)},
+                False,
+            ),
         ],
     ),
     Exercise(
