@@ -27,7 +27,7 @@ from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from helpers import Kind, SleepDataset, descendants, plot_swimlanes, trace_loader
 from helpers.checks import nb01
-from helpers.claims import ProcessCounts, most_at_once, verdict_c1, verdict_c2, verdict_c7
+from helpers.claims import ProcessCounts, most_at_once, summary_table, verdict_c1, verdict_c2, verdict_c7
 from helpers.lessons import LoaderPanel, show_source
 from helpers.scenarios import TalkingDataset
 from helpers.system import wait_until_gone
@@ -105,10 +105,13 @@ counts = ProcessCounts(
 verdict_c1(counts)
 
 # %% [markdown]
-# The line of PyTorch that does it: `iter(loader)` calls `loader._get_iterator()`, which, when
-# there are workers, builds a `_MultiProcessingDataLoaderIter`:
+# The lines of PyTorch that do it: `iter(loader)` runs `DataLoader.__iter__`, which (unless
+# persistent workers are already running, notebook 04) calls `_get_iterator()`, which, when there
+# are workers, builds a `_MultiProcessingDataLoaderIter`:
 
 # %%
+show_source(DataLoader.__iter__, "if self.persistent_workers and self.num_workers > 0:", "return self._get_iterator()")
+print()
 show_source(DataLoader._get_iterator, "def _get_iterator", "_MultiProcessingDataLoaderIter(self)")
 
 # %% [markdown]
@@ -173,8 +176,8 @@ print(
 verdict_c2(counts, trace)
 
 # %% [markdown]
-# So constructing a `DataLoader` starts nothing (C1 holds), but workers do not appear "as
-# needed" either (C2 does not hold): `iter()` creates **every** worker before it returns.
+# The counts, the trace and the source agree: constructing a `DataLoader` starts nothing, and
+# `iter()` creates **every** worker before it returns, not one at a time as batches are needed.
 # How long each then takes to be ready depends on the start method; notebook 04 compares them.
 #
 # ## What `iter()` hands out before you ask
@@ -344,14 +347,21 @@ nb01.EXERCISES[2].check(prediction, alive=alive, batches=len(loader), num_worker
 #
 # ## Summary
 #
-# - `DataLoader(...)` creates no process (C1 holds, counted above).
-# - `iter()` creates **every** worker before it returns (C2 does not hold), in the loop of
+# - `DataLoader(...)` only stores its settings: it creates no process.
+# - `iter()` creates **every** worker before it returns, in the loop of
 #   `_MultiProcessingDataLoaderIter.__init__`. How long each then takes to be ready depends on
 #   the start method.
 # - Before your loop asks for anything, `iter()` hands out
 #   `min(num_workers × prefetch_factor, batches in the epoch)` batches.
 # - Mixed-up prints reflect workers loading whole batches at the same time, not processes
-#   appearing on demand (C7 does not hold).
+#   appearing on demand.
+#
+# The article's claims, as this kernel measured them:
+
+# %%
+summary_table([verdict_c1(counts), verdict_c2(counts, trace), verdict_c7(counts, trace)])
+
+# %% [markdown]
 #
 # ## Where next
 #

@@ -180,7 +180,8 @@ for method, report in reports.items():
 # %% [markdown]
 # - `fork` copies the kernel's *page tables*, not its pages: a forked worker maps the very pages
 #   that hold the array, shared until someone writes to them (copy-on-write). They count in its
-#   RSS, not in its USS. Look at the kernel's bar under `fork` too: its USS is small, because USS
+#   RSS, not in its USS. Look at the kernel's bar under `fork` too (where your machine has
+#   `fork`): its USS is small, because USS
 #   counts only pages *no other process* maps, and after the fork nearly all of the kernel's pages,
 #   the array included, are mapped by the workers as well. Nothing was freed: PSS shares them out.
 # - `spawn` and `forkserver` start a fresh interpreter and send it the dataset **pickled**; each

@@ -83,9 +83,8 @@ print(f"collate ran {len(with_workers.of(Kind.COLLATED))} times for the {with_wo
 verdict_c5(with_workers)
 
 # %% [markdown]
-# At the article's setting, with 4 workers, every collate ran in a worker process: the outcome
-# C5 claims. Each batch was loaded *and* collated by one worker: the main process hands a worker
-# the whole list of indices of a batch, never single items.
+# Each batch was loaded *and* collated by one worker (the list above): the main process hands a
+# worker the whole list of indices of a batch, never single items.
 #
 # Why in the workers? Collate runs wherever a batch's items are fetched. A worker's loop calls
 # its fetcher, and the fetcher ends by calling your `collate_fn` on the items it just loaded:
@@ -124,8 +123,8 @@ print(f"num_workers=0: {len(in_main)} of {len(no_workers.of(Kind.COLLATED))} col
 # %%
 before = descendants()
 built = DataLoader(dataset, batch_size=2, num_workers=4, collate_fn=pid_collate)
-print(f"right after DataLoader(...): loader.collate_fn is pid_collate: {built.collate_fn is pid_collate}; "
-      f"worker processes: {len(descendants() - before)}")
+stored, alive = built.collate_fn is pid_collate, len(descendants() - before)
+print(f"right after DataLoader(...): loader.collate_fn is pid_collate: {stored}; worker processes: {alive}")
 
 # %% [markdown]
 # The loader holds it from construction on, and the loop in `iter()` that creates each worker
@@ -136,9 +135,16 @@ show_source(_MultiProcessingDataLoaderIter.__init__, "w = multiprocessing_contex
 
 # %% [markdown]
 # A worker created at construction would have received `self._collate_fn` in exactly the same
-# way. So the **outcome** holds (with workers, collate runs in them), but the article's
-# **reason** does not: when the workers are created has nothing to do with whether they can
-# run your `collate_fn`.
+# way. The article's outcome and its reason, checked separately:
+
+# %%
+collates = with_workers.of(Kind.COLLATED)
+in_workers = sum(e.pid != with_workers.main_pid for e in collates)
+print(f"outcome: with 4 workers, {in_workers} of {len(collates)} collate calls ran in worker processes: "
+      + ("the article's outcome holds" if collates and in_workers == len(collates) else "the article's outcome does not hold"))
+print(f"reason:  the loader held your collate_fn from construction on ({stored}) while {alive} worker processes "
+      "existed, and each worker receives it as a Process argument whenever it is created: "
+      + ("the article's reason does not hold" if stored else "(the loader did not hold it: look again)"))
 #
 # ## `in_order`: who waits for whom
 #
@@ -308,10 +314,9 @@ nb03.EXERCISES[2].check(answer, trace=steady)
 # ## Summary
 #
 # - `collate_fn` runs in whichever process fetched the batch's items: a worker when there are
-#   workers (C5's outcome holds at the article's setting), the main process with
-#   `num_workers=0`, inside your loop's `next()`.
-# - The article's reason does not hold: `collate_fn` is stored at construction and handed to each
-#   worker as a `Process` argument, whenever the worker is created.
+#   workers, the main process with `num_workers=0`, inside your loop's `next()`.
+# - When a worker is created has nothing to do with it: `collate_fn` is stored at construction
+#   and handed to each worker as a `Process` argument, whenever the worker is created.
 # - Each batch is loaded and collated whole by one worker.
 # - `in_order=True` returns batches by number, so a slow batch delays those behind it;
 #   `in_order=False` returns them as they are ready.
