@@ -117,12 +117,12 @@ def _workers_that_fit(answer: int | None, limit: int, kernel: float, worker: flo
 
 EXERCISES = [
     Exercise(
-        "Predict the total private memory (USS) of 3 spawn workers whose dataset holds a 64 MiB array.",
+        "Predict the total private memory (USS) of 2 spawn workers whose dataset holds a 64 MiB array.",
         _total_uss,
         examples=[
-            ((640,), {"report": example_report(214)}, True),
-            ((214,), {"report": example_report(214)}, False),
-            ((None,), {"report": example_report(214)}, False),
+            ((428,), {"report": example_report(214, workers=2)}, True),
+            ((214,), {"report": example_report(214, workers=2)}, False),
+            ((None,), {"report": example_report(214, workers=2)}, False),
         ],
     ),
     Exercise(

@@ -96,7 +96,7 @@ print("left the loop", flush=True)
 #
 # `measure_memory` (in `helpers/memory.py`) runs one epoch over the dataset with persistent
 # workers, then measures the kernel and every worker while they are still alive. A second run
-# with a 10-row array is the **baseline**: what a worker holds anyway (Python, PyTorch, its
+# with a 10 × 10 array is the **baseline**: what a worker holds anyway (Python, PyTorch, its
 # queues). The difference is what the *array* costs each worker.
 #
 # **Predict:** how much private memory (USS) will the array add to each worker?
@@ -107,13 +107,13 @@ article = measure_memory(dataset, num_workers=4)  # this kernel's start method
 print(article)
 
 # %%
-article_baseline = measure_memory(RowsDataset(size=20, delay=0.1, rows=10, verbose=False), num_workers=4)
+article_baseline = measure_memory(RowsDataset(size=20, delay=0.1, rows=10, cols=10, verbose=False), num_workers=4)
 growth = private_growth(article, article_baseline)
-copies = round(growth / dataset.nbytes, 2) + 0.0  # + 0.0: no "-0.00"
+copies = max(round(growth / dataset.nbytes, 2), 0.0)  # a small negative difference is noise: no copy
 print(f"median worker USS: {mib(article.worker_uss)} with the 8 MB array, "
-      f"{mib(article_baseline.worker_uss)} with a 10-row one")
-print(f"the array adds {mib(growth, 1)} of private memory to each worker: "
-      f"{copies:.2f} copies of its {mib(dataset.nbytes, 1)}")
+      f"{mib(article_baseline.worker_uss)} with a 10 × 10 one")
+print(f"difference: {round(growth / 2**20, 1) + 0.0:+.1f} MiB per worker, that is {copies:.2f} copies of "
+      f"the {mib(dataset.nbytes, 1)} array")
 print(
     f"Under {article.start_method}, "
     + ("each worker holds a copy of its own." if copies >= 0.5
@@ -127,16 +127,22 @@ print(
 # exists before `DataLoader(dataset, ...)` is even called, and it is exactly what the workers
 # are given. What decides whether they hold a **copy** is **how** they are made. To see it
 # clearly, the next cells use a 128 MiB array (`ArrayDataset`, whose items together read every
-# row), 2 workers, and each start method in turn, each with its baseline.
+# row), 2 workers, and each start method in turn. First the baselines: the same runs with an
+# array of 16 × 16 numbers.
+
+# %%
+methods = [m for m in ("fork", "spawn", "forkserver") if m in available]
+reports, baselines = {}, {}  # start method -> MemoryReport
+for method in methods:
+    baselines[method] = measure_memory(ArrayDataset(size=16, rows=16, cols=16), start_method=method)
+    print(f"{method:>10}: a worker holds {mib(baselines[method].worker_uss)} of its own (USS) with an almost empty array")
 
 # %%
 big = ArrayDataset.of_mib(128)
-methods = [m for m in ("fork", "spawn", "forkserver") if m in available]
-reports, baselines = {}, {}  # start method -> MemoryReport
+print(big)
 
 
 def measure(method):
-    baselines[method] = measure_memory(ArrayDataset.of_mib(1), start_method=method)
     reports[method] = measure_memory(big, start_method=method)
     report = reports[method]
     print(f"{method}: each worker USS {mib(report.worker_uss)} (baseline {mib(baselines[method].worker_uss)}), "
@@ -145,8 +151,6 @@ def measure(method):
     print(f"    iter() took {report.trace.first(Kind.ITER_CALLED).duration:.2f} s; Process.start() for each "
           f"worker took {starts} s")
 
-
-print(big, "| start methods to measure:", methods)
 
 # %%
 if "fork" in methods:
@@ -174,8 +178,8 @@ plot_memory(reports)
 # %%
 for method, report in reports.items():
     grew = private_growth(report, baselines[method])
-    print(f"{method:>10}: the array added {mib(grew)} of private memory to each worker "
-          f"({round(grew / big.nbytes, 2) + 0.0:.2f} copies); the kernel's own USS is {mib(report.main.uss)}")
+    print(f"{method:>10}: with the array, each worker's private memory differs by {round(grew / 2**20) + 0:+d} MiB "
+          f"({max(round(grew / big.nbytes, 2), 0.0):.2f} copies); the kernel's own USS is {mib(report.main.uss)}")
 
 # %% [markdown]
 # - `fork` copies the kernel's *page tables*, not its pages: a forked worker maps the very pages
@@ -219,10 +223,10 @@ for method, report in reports.items():
     created = report.trace.first(Kind.PROCESS_CREATED)
     duplicated = grew / big.nbytes >= 0.5
     print(f"{method}:")
-    print("  outcome: " + (f"each worker holds a duplicate ({mib(grew)} of private memory each): the article's "
-                           "outcome does not hold" if duplicated else
-                           f"no worker holds a duplicate ({mib(grew)} of private memory each): the article's "
-                           "outcome holds"))
+    print("  outcome: " + (f"each worker holds a duplicate ({mib(grew)} more private memory each): the "
+                           "article's outcome does not hold" if duplicated else
+                           f"no worker holds a duplicate ({mib(max(grew, 0))} more private memory each): the "
+                           "article's outcome holds"))
     print(f"  reason:  the workers were created at t = {created.start:.3f} s after iter(), after the array was "
           "built, " + ("and each still received it, pickled" if duplicated else
                        f"and each still maps all of it (RSS {mib(report.worker_rss)}), shared by fork") +
@@ -319,19 +323,19 @@ nb02.QUESTIONS[2]
 # measured, or with what the cells above measured.
 #
 # **Exercise 1.** Using the spawn baseline measured above, predict the **total private memory
-# (USS) of 3 spawn workers** whose dataset holds a 64 MiB array, in MiB. Then run the cell.
+# (USS) of 2 spawn workers** whose dataset holds a 64 MiB array, in MiB. Then run the cell.
 
 # %%
 answer = None  # MiB
 print(f"spawn baseline measured above: {mib(baselines['spawn'].worker_uss)} per worker")
-three = measure_memory(ArrayDataset.of_mib(64), start_method="spawn", num_workers=3)
-nb02.EXERCISES[0].check(answer, report=three)
+two = measure_memory(ArrayDataset.of_mib(64), start_method="spawn", num_workers=2)
+nb02.EXERCISES[0].check(answer, report=two)
 
 # %% [markdown]
 # <details><summary>Solution</summary>
 #
 # Each spawned worker holds its baseline (Python, PyTorch) plus its own unpickled 64 MiB copy:
-# `3 × (baseline + 64)` MiB. The check prints the measured total.
+# `2 × (baseline + 64)` MiB. The check prints the measured total.
 # </details>
 #
 # **Exercise 2.** Under `fork`, each of 2 workers reads half of a **32 MiB list of floats**. By
