@@ -280,8 +280,8 @@ if "fork" in available:
                                     measure_memory(ArrayDataset.of_mib(1), start_method="fork"))
     del as_array
     for name, (report, baseline) in reading.items():
-        print(f"{name:>22}: each worker's private memory grew by {mib(private_growth(report, baseline))} "
-              f"while reading half of {mib(report.data_bytes)}")
+        print(f"{name:>22}: each worker's private memory changed by "
+              f"{round(private_growth(report, baseline) / 2**20) + 0:+d} MiB while reading half of {mib(report.data_bytes)}")
 else:
     print("fork is not available here: copy-on-read is a fork effect, nothing to show")
 
