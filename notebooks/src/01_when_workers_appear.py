@@ -242,9 +242,8 @@ verdict_c7(counts, trace)
 # %% [markdown]
 # Output from workers mixes because several workers load items **at the same time**, each
 # building a whole batch, while the main loop receives batches in order. It says nothing about
-# when the processes were created: all of them existed before the first item was loaded. It
-# also hides work the loop never used: the batches handed out ahead were loaded all the same,
-# and leaving the loop waits for the batch a worker is in the middle of.
+# when the processes were created: all of them existed before the first item was loaded. Nor
+# does it show the work the loop never used: the batches built but never received, listed above.
 #
 # ## Try it: sliders
 #
