@@ -23,6 +23,7 @@ import os
 import warnings
 
 from torch.utils.data import DataLoader
+from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from helpers import Kind, SleepDataset, descendants, plot_swimlanes, trace_loader
@@ -235,6 +236,11 @@ if busy:
           f"{max(e.end for e in busy) - closed.start:.2f} s into the shutdown: a worker finishes the batch it is on")
 else:
     print("  no item was still loading then")
+exits = [e.start for e in trace.of(Kind.WORKER_EXITED)]
+if exits and closed.end - max(exits) > 1:
+    print(f"  every worker had run its exit code by t = {max(exits):.2f} s, yet the shutdown lasted until "
+          f"t = {closed.end:.2f} s: PyTorch waits up to {MP_STATUS_CHECK_INTERVAL:g} s for each worker process "
+          "to end, and terminates one that has not")
 
 # %%
 verdict_c7(counts, trace)
