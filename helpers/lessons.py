@@ -36,7 +36,16 @@ from .plotting import COLORS, STYLE, figure_png, lanes, plot_swimlanes
 from .scenarios import SlowCollate
 from .system import WORKER_BYTES, memory_limit, workers_that_fit
 
-__all__ = ["LoaderPanel", "MemoryPanel", "compare_after_start", "mib", "show_source", "source_lines"]
+__all__ = [
+    "LoaderPanel",
+    "MemoryPanel",
+    "compare_after_start",
+    "mib",
+    "plot_after_start",
+    "show_source",
+    "source_lines",
+    "work_window",
+]
 
 MIB = 2**20
 
@@ -95,30 +104,63 @@ def show_source(obj: Any, start: str, end: str | None = None, more: int = 0) -> 
 # --- charts ---------------------------------------------------------------------------------------
 
 
+def work_window(trace: Trace) -> tuple[float, float] | None:
+    """From just before ``trace``'s first worker was ready to just after its last batch was built
+    or received; ``None`` for a run without workers."""
+    ready = [e.start for e in trace.of(Kind.WORKER_READY)]
+    if not ready:
+        return None
+    first = min(ready)
+    last = max((e.end for e in trace.of(Kind.BATCH_RECEIVED, Kind.COLLATED)), default=first + 1.0)
+    margin = (last - first) * 0.04
+    return first - margin, last + margin
+
+
+def _clip_labels(fig: Figure) -> None:
+    """Hide the labels of marks outside each axes' window (they would float beside the chart)."""
+    for ax in fig.axes:
+        for text in ax.texts:
+            text.set_clip_on(True)
+
+
+def _window_title(trace: Trace, name: str | None, window: tuple[float, float]) -> str:
+    settings = trace.settings
+    name = name or (
+        f"num_workers={settings.get('num_workers')}, batch_size={settings.get('batch_size')}, "
+        f"start method: {trace.start_method or 'none'}"
+    )
+    return f"{name}; from t = {window[0]:.2f} s, the first worker ready"
+
+
+def plot_after_start(trace: Trace, title: str | None = None) -> Figure:
+    """``trace``'s swimlanes from its first worker ready to its last batch (:func:`work_window`):
+    the work, without the workers' start-up (which under ``spawn`` can take longer than everything
+    else) or the final shutdown. A run without workers is drawn whole."""
+    window = work_window(trace)
+    if window is None:
+        return plot_swimlanes(trace, title=title)
+    figure = plot_swimlanes(trace, title=_window_title(trace, title, window), xlim=window)
+    _clip_labels(figure)
+    return figure
+
+
 def compare_after_start(traces: dict[str, Trace]) -> Figure:
-    """``traces`` stacked, each drawn from just before its first worker was ready to just after its
-    last batch was built or received: the work, without the workers' start-up (which under
-    ``spawn`` can take longer than everything else) or the final shutdown. Each has its own time
-    window, named in its title; labels of marks outside it are left out."""
+    """``traces`` stacked, each drawn over its own :func:`work_window`, named in its title."""
     heights = [len(lanes(t)) + 1.8 for t in traces.values()]
     with matplotlib.rc_context(cast(Any, STYLE)):  # STYLE is typed loosely on some branches
         fig = Figure(figsize=(13, 1.0 * sum(heights) + 2.2))
         axes = fig.subplots(len(traces), 1, height_ratios=heights, squeeze=False)[:, 0]
         fig.subplots_adjust(left=0.13, right=0.98, top=0.95, bottom=0.2, hspace=0.6)
         for number, (ax, (name, trace)) in enumerate(zip(axes, traces.items(), strict=True)):
-            first = min((e.start for e in trace.of(Kind.WORKER_READY)), default=0.0)
-            last = max((e.end for e in trace.of(Kind.BATCH_RECEIVED, Kind.COLLATED)), default=first + 1.0)
-            margin = (last - first) * 0.04
-            title = f"{name}: t = {first:.2f} to {last:.2f} s (from the first worker ready)"
+            window = work_window(trace)
             plot_swimlanes(
                 trace,
                 ax=ax,
-                title=title,
-                xlim=(first - margin, last + margin),
+                title=name if window is None else _window_title(trace, name, window),
+                xlim=window,
                 legend=number == len(traces) - 1,
             )
-            for text in ax.texts:  # a label of a mark outside the window would float beside the chart
-                text.set_clip_on(True)
+    _clip_labels(fig)
     return fig
 
 
@@ -244,8 +286,9 @@ class LoaderPanel(_Panel):
     """Sliders for ``num_workers`` (0 included), ``batch_size`` and, where asked for,
     ``prefetch_factor``, the start method, a collate cost (``collate_ms``: the loader gets a
     :class:`~helpers.scenarios.SlowCollate`) and ``in_order``. Each change runs
-    :func:`~helpers.experiment.run_experiment` on ``dataset`` and draws its swimlanes; ``fixed``
-    settings (``shuffle``, ``max_batches``, ...) go to it unchanged."""
+    :func:`~helpers.experiment.run_experiment` on ``dataset`` and draws its swimlanes (from the
+    first worker ready on, with ``after_start``); ``fixed`` settings (``shuffle``,
+    ``max_batches``, ...) go to it unchanged."""
 
     def __init__(
         self,
@@ -259,10 +302,12 @@ class LoaderPanel(_Panel):
         collate_ms: int | None = None,
         in_order: bool | None = None,
         max_workers: int | None = None,
+        after_start: bool = False,
         **fixed: Any,
     ) -> None:
         self.dataset = dataset
         self.fixed = fixed
+        self.after_start = after_start  #: draw from the first worker ready on (plot_after_start)
         most = workers_that_fit() if max_workers is None else max_workers
         self.num_workers = _slider(num_workers, 0, most, "num_workers")
         self.batch_size = _slider(batch_size, 1, 8, "batch_size")
@@ -313,7 +358,7 @@ class LoaderPanel(_Panel):
         return trace
 
     def draw(self, result: Trace) -> Figure:
-        return plot_swimlanes(result)
+        return plot_after_start(result) if self.after_start else plot_swimlanes(result)
 
     def describe(self, result: Trace) -> str:
         collates = result.of(Kind.COLLATED)

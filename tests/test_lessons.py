@@ -99,3 +99,16 @@ def test_compare_after_start_draws_each_run_from_its_first_ready_worker() -> Non
     for ax, trace in zip(swimlanes, traces.values(), strict=True):
         ready = min(e.start for e in trace.events if e.kind.name == "WORKER_READY")
         assert ax.get_xlim()[0] < ready < ax.get_xlim()[1]
+
+
+@FORK
+def test_plot_after_start_draws_from_the_first_ready_worker_and_runs_without_workers_whole() -> None:
+    with_workers = run_experiment(
+        SleepDataset(size=4, delay=0.01), batch_size=2, num_workers=2, start_method="fork"
+    )
+    window = lessons.work_window(with_workers)
+    assert window is not None
+    (ax,) = [ax for ax in lessons.plot_after_start(with_workers).axes if ax.get_title(loc="left")]
+    assert ax.get_xlim()[0] <= window[0] and "first worker ready" in ax.get_title(loc="left")
+    without = run_experiment(SleepDataset(size=4, delay=0.0), batch_size=2, num_workers=0)
+    assert lessons.work_window(without) is None and lessons.plot_after_start(without).axes

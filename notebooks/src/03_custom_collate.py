@@ -33,7 +33,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDat
 from helpers import Kind, SleepDataset, descendants, plot_swimlanes, run_experiment, stack_collate
 from helpers.checks import nb03
 from helpers.claims import verdict_c5
-from helpers.lessons import LoaderPanel, compare_after_start, show_source
+from helpers.lessons import LoaderPanel, compare_after_start, plot_after_start, show_source
 from helpers.scenarios import SlowCollate, pid_collate
 
 # PyTorch warns when num_workers exceeds this kernel's CPUs; our items sleep, not compute, so that is fine here.
@@ -65,11 +65,12 @@ print("left the loop", flush=True)
 #
 # Now with the tracer, and `stack_collate` (the same stacking, without the print). Each orange
 # bar on a worker's lane is one call of `collate_fn`, labelled with the number of the batch it
-# built; a batch built but never received is marked "unused".
+# built; a batch built but never received is marked "unused". The chart starts when the first
+# worker was ready: their start-up was notebook 01's subject.
 
 # %%
 with_workers = run_experiment(dataset, batch_size=2, num_workers=4, collate_fn=stack_collate, max_batches=3)
-plot_swimlanes(with_workers)
+plot_after_start(with_workers)
 
 # %%
 for number, worker_id, pid, items in sorted(with_workers.batches()):
@@ -142,8 +143,8 @@ collates = with_workers.of(Kind.COLLATED)
 in_workers = sum(e.pid != with_workers.main_pid for e in collates)
 print(f"outcome: with 4 workers, {in_workers} of {len(collates)} collate calls ran in worker processes: "
       + ("the article's outcome holds" if collates and in_workers == len(collates) else "the article's outcome does not hold"))
-print(f"reason:  the loader held your collate_fn from construction on ({stored}) while {alive} worker processes "
-      "existed, and each worker receives it as a Process argument whenever it is created: "
+print(f"reason:  right after DataLoader(...), loader.collate_fn is pid_collate: {stored}, with {alive} worker "
+      "processes alive; each worker receives it as a Process argument whenever it is created: "
       + ("the article's reason does not hold" if stored else "(the loader did not hold it: look again)"))
 #
 # ## `in_order`: who waits for whom
@@ -219,14 +220,14 @@ show_source(_MultiProcessingDataLoaderIter.__init__, "if self._pin_memory:", "pi
 # ## Try it: collate cost, batch size, `in_order`, workers
 #
 # The panel runs a loader over 12 items (0.05 s each) with a `collate_fn` that takes the time you
-# set (`SlowCollate`, which sleeps, as waiting for a disk or a decoder would). Its status line
-# says how often collate ran in the main process and in workers, and how long the main process
-# spent in it. Things to try: set `num_workers` to 0 and raise the collate cost: where do the
+# set (`SlowCollate`, which sleeps, as waiting for a disk or a decoder would), and draws each run
+# from its first worker ready on. Its status line says how often collate ran in the main process
+# and in workers, and how long the main process spent in it. Things to try: set `num_workers` to 0 and raise the collate cost: where do the
 # orange bars go, and what happens to the last event's time? With workers, untick `in_order`.
 
 # %%
 panel = LoaderPanel(SleepDataset(size=12, delay=0.05, shape=()), num_workers=2, batch_size=2, collate_ms=20,
-                    in_order=True)
+                    in_order=True, after_start=True)
 panel
 
 # %% [markdown]
