@@ -236,16 +236,20 @@ class _Panel:
             if self._wanted is not None:
                 return  # a newer setting is waiting: don't draw this one
         figure = self.draw(result)
+        first = self.first_figure is None
+        chart = None if first else figure_png(figure)
         self.result, self.figure = result, figure
         self.charts_drawn += 1
-        if self.first_figure is None:
+        if first:
             self.first_figure = figure
             note = "This run is drawn above. Move a control: each new run is drawn here, below."
         else:
-            self.image.value = figure_png(figure)
-            self.image.layout.display = None
             note = "Drawn below; the first run stays above for comparison."
+        # The status first: when the chart changes, the words beside it already describe it.
         self.status.value = f"{self.describe(result)}<br><i>{note}</i>"
+        if chart is not None:
+            self.image.value = chart
+            self.image.layout.display = None
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
