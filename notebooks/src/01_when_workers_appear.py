@@ -239,8 +239,8 @@ else:
 exits = [e.start for e in trace.of(Kind.WORKER_EXITED)]
 if exits and closed.end - max(exits) > 1:
     print(f"  every worker had run its exit code by t = {max(exits):.2f} s, yet the shutdown lasted until "
-          f"t = {closed.end:.2f} s: PyTorch waits up to {MP_STATUS_CHECK_INTERVAL:g} s for each worker process "
-          "to end, and terminates one that has not")
+          f"t = {closed.end:.2f} s: the processes themselves ended later, and PyTorch waits for each to end "
+          f"(for up to {MP_STATUS_CHECK_INTERVAL:g} s, then it terminates it)")
 
 # %%
 verdict_c7(counts, trace)
