@@ -117,9 +117,13 @@ def work_window(trace: Trace) -> tuple[float, float] | None:
 
 
 def _clip_labels(fig: Figure) -> None:
-    """Hide the labels of marks outside each axes' window (they would float beside the chart)."""
+    """Hide the labels of marks outside each axes' window (they would float beside the chart, or
+    show a cut-off piece at its edge); clip the others to it."""
     for ax in fig.axes:
+        low, high = ax.get_xlim()
         for text in ax.texts:
+            if text.get_transform() == ax.transData and not low <= text.get_position()[0] <= high:
+                text.set_visible(False)
             text.set_clip_on(True)
 
 
