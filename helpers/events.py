@@ -262,7 +262,8 @@ class _Writer:
     def close(self) -> None:
         if self._map is not None:
             self._records = None  # views must go before the map can close
-            self._words.release()
+            if self._words is not None:
+                self._words.release()
             self._map.close()
             self._map = None
 
@@ -335,10 +336,10 @@ class EventLog:
         just laid out) ordered by start time."""
         paths = sorted(Path(self.directory).glob("*.events"))
         words = np.empty((len(paths) * _CHUNK_RECORDS, _WORDS), dtype="<i8")
-        into, filled = memoryview(words).cast("B"), 0
+        into, filled = memoryview(words.data).cast("B"), 0
         for path in paths:  # one copy, straight from each file into the array
             with path.open("rb", buffering=0) as file:
-                filled += file.readinto(into[filled:])  # type: ignore[attr-defined]
+                filled += file.readinto(into[filled:]) or 0
         words = words[: filled // _RECORD.size]
         finished = np.flatnonzero(words[:, 1])  # an end time: written, not just laid out
         return words, finished[np.argsort(words[finished, 0], kind="stable")]

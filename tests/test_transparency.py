@@ -299,7 +299,7 @@ def drain(iterable: Iterable[Any], limit: int = 100, go_on: bool = True) -> list
         iterator = iter(iterable)
     except Exception as exc:  # noqa: BLE001 (single-process loading starts the dataset's iterator here)
         return [error(exc)]
-    seen = []
+    seen: list[Any] = []
     for _ in range(limit):
         try:
             seen.append(("batch", plain(next(iterator))))
@@ -381,8 +381,10 @@ def duplicating_data_with_drop_last(build: Build) -> list[Any]:  # DistributedSa
     from torch.utils.data.distributed import DistributedSampler  # imports torch.distributed: slow
 
     dataset = tensor_dataset(9)
-    ranks = [DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=1) for r in (0, 1)]
-    seen = []
+    ranks: list[Any] = [
+        DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=1) for r in (0, 1)
+    ]
+    seen: list[Any] = []
     for rank in ranks:
         rank.set_epoch(3)
         loader = build(dataset, batch_size=2, drop_last=True, sampler=rank, num_workers=2)
