@@ -130,7 +130,7 @@ print(f"slowest item: {slowest.index} ({slowest.duration * 1000:.0f} ms, worker 
 # cheaper (smaller files, decoding once and caching) or adding workers — as long as there are
 # CPUs for them.
 #
-## A slow worker
+# ## A slow worker
 #
 # Now one worker is slower than the other: every item it loads takes 40 ms more, as if its disk
 # (or its share of the CPU) were slower. The trace shows it per worker:
