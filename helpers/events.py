@@ -336,10 +336,10 @@ class EventLog:
         just laid out) ordered by start time."""
         paths = sorted(Path(self.directory).glob("*.events"))
         words = np.empty((len(paths) * _CHUNK_RECORDS, _WORDS), dtype="<i8")
-        into, filled = memoryview(words).cast("B"), 0  # type: ignore[arg-type]
+        into, filled = memoryview(words.data).cast("B"), 0
         for path in paths:  # one copy, straight from each file into the array
             with path.open("rb", buffering=0) as file:
-                filled += file.readinto(into[filled:])
+                filled += file.readinto(into[filled:]) or 0
         words = words[: filled // _RECORD.size]
         finished = np.flatnonzero(words[:, 1])  # an end time: written, not just laid out
         return words, finished[np.argsort(words[finished, 0], kind="stable")]

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing.reduction import ForkingPickler
 from time import perf_counter_ns
-from typing import Any, Self
+from typing import Any
 
 import psutil
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler
@@ -440,7 +440,7 @@ class TracedLoader:
             )
         return self._trace
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> TracedLoader:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

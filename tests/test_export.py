@@ -98,6 +98,11 @@ def _check_everything(trace: Trace, events: list[dict[str, Any]]) -> None:
     assert order[0][1] == trace.main_pid
     assert {e["pid"] for e in events if e["name"] == "thread_name"} == set(names)
     _check_nesting(events)
+    # The main process starts each worker inside iter(): those slices sit on its thread, in iter().
+    calls = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "iter_called"]
+    for created in (e for e in events if e.get("cat") == "process_created"):
+        assert created["pid"] == created["tid"] == trace.main_pid
+        assert any(s - EPS <= created["ts"] <= created["ts"] + created["dur"] <= t + EPS for s, t in calls)
 
 
 def test_a_traced_run_exports_completely(start_method: str, tmp_path: Path) -> None:

@@ -384,7 +384,7 @@ def duplicating_data_with_drop_last(build: Build) -> list[Any]:  # DistributedSa
     ranks: list[Any] = [
         DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=1) for r in (0, 1)
     ]
-    seen = []
+    seen: list[Any] = []
     for rank in ranks:
         rank.set_epoch(3)
         loader = build(dataset, batch_size=2, drop_last=True, sampler=rank, num_workers=2)

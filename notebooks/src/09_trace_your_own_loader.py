@@ -101,10 +101,11 @@ plot_swimlanes(first_epoch)
 
 # %%
 def waiting_share(trace):
-    """The share of the loop's time (first iter() to last batch) spent waiting inside next()."""
+    """The share of the loop's time spent waiting inside next(), from its first batch to its last
+    (the start-up before the first batch is left out: every loader pays it once)."""
     received = trace.of(Kind.BATCH_RECEIVED)
-    waited = sum(e.duration for e in received)
-    return waited / (received[-1].end - trace.first(Kind.ITER_CALLED).start)
+    waited = sum(e.duration for e in received[1:])
+    return waited / (received[-1].end - received[0].end)
 
 
 def item_times(trace):
