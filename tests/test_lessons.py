@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
-from helpers import SleepDataset, run_experiment
-from helpers import lessons
+from helpers import SleepDataset, lessons, run_experiment
 from helpers.lessons import LoaderPanel, MemoryPanel, compare_after_start, mib, show_source, source_lines
 from helpers.scenarios import RowsDataset, SlowCollate, TalkingDataset, pid_collate
 
@@ -59,12 +58,12 @@ def test_loader_panel_keeps_its_first_chart_and_draws_changes_below() -> None:
     assert panel.first_figure is not None and panel.image.layout.display == "none"
     assert "1 worker lanes" in panel.status.value and "in workers" in panel.status.value
     panel.num_workers.value = 2
-    assert panel.wait(60)
+    assert panel.wait(60) and panel.trace is not None
     assert panel.trace.settings["num_workers"] == 2 and "2 worker lanes" in panel.status.value
     assert panel.image.value and panel.image.layout.display is None
     assert panel.trace.settings["collate_fn"] == "SlowCollate(ms=5)"
     panel.num_workers.value = 0
-    assert panel.wait(60)
+    assert panel.wait(60) and panel.trace is not None and panel.in_order is not None
     assert panel.in_order.disabled and panel.trace.start_method is None
     assert "collate ran 3× in the main process" in panel.status.value
 
@@ -82,7 +81,7 @@ def test_memory_panel_measures_every_process_beside_its_lane() -> None:
     report, server = panel.report, panel.result[1]
     assert report is not None and server is None and len(report.workers) == 2
     assert "2 worker lanes" in panel.status.value and "of the" in panel.status.value
-    assert len(panel.first_figure.axes) == 3
+    assert panel.first_figure is not None and len(panel.first_figure.axes) == 3
 
 
 @FORK
