@@ -248,7 +248,13 @@ def _traced_copy(loader: DataLoader, log: EventLog, context: Any) -> DataLoader:
 
 
 def _name(part: object) -> str:
-    return getattr(part, "__qualname__", None) or type(part).__qualname__
+    """A function's name; an object's repr where its class gives it one (``SlowCollate(ms=5)``),
+    else its class's name."""
+    name = getattr(part, "__qualname__", None)
+    if name is not None:
+        return name
+    has_repr = type(part).__repr__ is not object.__repr__
+    return repr(part) if has_repr else type(part).__qualname__
 
 
 def _settings(loader: DataLoader, method: str | None) -> dict[str, Any]:

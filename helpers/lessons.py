@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import statistics
 import textwrap
-import threading
 from typing import Any, cast
 
 import ipywidgets as widgets
@@ -35,6 +34,7 @@ from .memory import MemoryReport, ProcessMemory, measure_memory
 from .plotting import COLORS, STYLE, figure_png, lanes, plot_swimlanes
 from .scenarios import SlowCollate
 from .system import WORKER_BYTES, memory_limit, workers_that_fit
+from .widgets import LatestSettings
 
 __all__ = [
     "LoaderPanel",
@@ -188,9 +188,7 @@ class _Panel:
         self.first_figure: Figure | None = None  #: the first run's chart, shown above the controls
         self.experiments_run = 0
         self.charts_drawn = 0
-        self._wanted: dict[str, Any] | None = None
-        self._busy = False
-        self._changed = threading.Condition()
+        self._runs = LatestSettings(self._show)
         self._show(self.settings())
         for control in self.controls:
             control.observe(self._on_change, names="value")
@@ -210,22 +208,7 @@ class _Panel:
 
     # running the latest change
     def _on_change(self, _change: Any = None) -> None:
-        with self._changed:
-            self._wanted = self.settings()
-            if self._busy:
-                return
-            self._busy = True
-        threading.Thread(target=self._run_latest, name="lesson-panel", daemon=True).start()
-
-    def _run_latest(self) -> None:
-        while True:
-            with self._changed:
-                settings, self._wanted = self._wanted, None
-                if settings is None:
-                    self._busy = False
-                    self._changed.notify_all()
-                    return
-            self._show(settings)
+        self._runs.request(self.settings())
 
     def _show(self, settings: dict[str, Any]) -> None:
         self.status.value = "<i>running a DataLoader with these settings…</i>"
@@ -236,9 +219,8 @@ class _Panel:
             return
         finally:
             self.experiments_run += 1
-        with self._changed:
-            if self._wanted is not None:
-                return  # a newer setting is waiting: don't draw this one
+        if self._runs.superseded():
+            return  # a newer setting is waiting: don't draw this one
         figure = self.draw(result)
         first = self.first_figure is None
         chart = None if first else figure_png(figure)
@@ -257,8 +239,7 @@ class _Panel:
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._busy, timeout)
+        return self._runs.wait(timeout)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

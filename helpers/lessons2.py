@@ -11,7 +11,6 @@ import html
 import inspect
 import multiprocessing
 import os
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -132,6 +131,7 @@ class ControlPanel:
         import ipywidgets as widgets
 
         from .plotting import figure_png
+        from .widgets import LatestSettings
 
         self._png = figure_png
         self.controls = dict(controls)
@@ -148,9 +148,7 @@ class ControlPanel:
         self.first_figure: Any = None  #: the chart of the run made by the constructor
         self.experiments_run = 0
         self.charts_drawn = 0
-        self._wanted: dict[str, Any] | None = None
-        self._busy = False
-        self._changed = threading.Condition()
+        self._runs = LatestSettings(self._show)
         self._show(self.settings(), first=True)
         for control in boxes:
             control.observe(self._on_change, names="value")
@@ -160,22 +158,7 @@ class ControlPanel:
         return self._adjust({name: control.value for name, control in self.controls.items()})
 
     def _on_change(self, _change: Any = None) -> None:
-        with self._changed:
-            self._wanted = self.settings()
-            if self._busy:
-                return
-            self._busy = True
-        threading.Thread(target=self._run_latest, name="control-panel", daemon=True).start()
-
-    def _run_latest(self) -> None:
-        while True:
-            with self._changed:
-                settings, self._wanted = self._wanted, None
-                if settings is None:
-                    self._busy = False
-                    self._changed.notify_all()
-                    return
-            self._show(settings)
+        self._runs.request(self.settings())
 
     def _show(self, settings: dict[str, Any], first: bool = False) -> None:
         self.status.value = "<i>running a DataLoader with these settings…</i>"
@@ -186,9 +169,8 @@ class ControlPanel:
             return
         finally:
             self.experiments_run += 1
-        with self._changed:
-            if self._wanted is not None:
-                return  # a newer setting is waiting: don't draw this one
+        if self._runs.superseded():
+            return  # a newer setting is waiting: don't draw this one
         figure = self._draw(trace)
         self.trace, self.figure = trace, figure
         self.charts_drawn += 1
@@ -205,8 +187,7 @@ class ControlPanel:
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._busy, timeout)
+        return self._runs.wait(timeout)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

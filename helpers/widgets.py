@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +22,56 @@ from .system import workers_that_fit
 #: matplotlib keeps the font files it opened per thread: a thread per burst of slider changes
 #: would open them again and again.
 _DRAWER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swimlane-panel")
+
+
+class LatestSettings:
+    """Runs ``show(settings)`` for the latest settings asked for, one run at a time, on the
+    drawing thread. Settings asked for while a run goes on are merged: when it ends only the
+    latest is run, so at most one experiment (and its workers) exists at a time.
+
+    >>> shown = []
+    >>> runs = LatestSettings(shown.append)
+    >>> runs.request({"num_workers": 2}); runs.wait(10)
+    True
+    >>> shown
+    [{'num_workers': 2}]
+    """
+
+    def __init__(self, show: Callable[[dict[str, Any]], None]) -> None:
+        self._show = show
+        self._wanted: dict[str, Any] | None = None
+        self._busy = False
+        self.changed = threading.Condition()  #: held, it lets changes pile up before any runs
+
+    def request(self, settings: dict[str, Any]) -> None:
+        """Run ``settings`` next (replacing any that wait), starting a run unless one goes on."""
+        with self.changed:
+            self._wanted = settings
+            if self._busy:
+                return
+            self._busy = True
+        _DRAWER.submit(self._run_latest)
+
+    def superseded(self) -> bool:
+        """Whether newer settings wait: a finished run should then not be drawn."""
+        with self.changed:
+            return self._wanted is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until no settings wait or run (at most ``timeout`` s); True if idle."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self._busy, timeout)
+
+    def _run_latest(self) -> None:
+        while True:
+            with self.changed:
+                settings, self._wanted = self._wanted, None
+                if settings is None:
+                    self._busy = False
+                    self.changed.notify_all()
+                    return
+            self._show(settings)
+
 
 __all__ = ["SwimlanePanel", "status_line"]
 
@@ -67,9 +118,7 @@ class SwimlanePanel:
         self.figure: Figure | None = None  #: the chart on show
         self.experiments_run = 0
         self.charts_drawn = 0
-        self._wanted: dict[str, Any] | None = None
-        self._busy = False
-        self._changed = threading.Condition()
+        self._runs = LatestSettings(self._show)
 
         self._show(self.settings())
         for control in controls:
@@ -112,22 +161,7 @@ class SwimlanePanel:
         }
 
     def _on_change(self, _change: Any = None) -> None:
-        with self._changed:
-            self._wanted = self.settings()
-            if self._busy:
-                return
-            self._busy = True
-        _DRAWER.submit(self._run_latest)
-
-    def _run_latest(self) -> None:
-        while True:
-            with self._changed:
-                settings, self._wanted = self._wanted, None
-                if settings is None:
-                    self._busy = False
-                    self._changed.notify_all()
-                    return
-            self._show(settings)
+        self._runs.request(self.settings())
 
     def _show(self, settings: dict[str, Any]) -> None:
         self.status.value = "<i>running a DataLoader with these settings…</i>"
@@ -138,9 +172,8 @@ class SwimlanePanel:
             return
         finally:
             self.experiments_run += 1
-        with self._changed:
-            if self._wanted is not None:
-                return  # a newer setting is waiting: don't draw this one
+        if self._runs.superseded():
+            return  # a newer setting is waiting: don't draw this one
         figure = plot_swimlanes(trace, legend=False)
         chart, legend = figure_png(figure), self._legend_png(trace)
         # Status first: a reader who sees the new chart finds the status that describes it.
@@ -159,8 +192,7 @@ class SwimlanePanel:
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._busy, timeout)
+        return self._runs.wait(timeout)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -85,7 +85,7 @@ def test_legend_names_the_marks_of_the_chart_on_show() -> None:
 
 def test_rapid_changes_draw_only_the_last_setting() -> None:
     panel = SwimlanePanel(SleepDataset(6, delay=0.0), num_workers=1, batch_size=2, start_method="fork")
-    with panel._changed:  # hold the panel's lock so all twenty changes arrive before any runs
+    with panel._runs.changed:  # hold the panel's lock so all twenty changes arrive before any runs
         for value in list(range(1, 9)) * 2 + [1, 2, 3, 2]:
             panel.num_workers.value = value
     assert panel.wait(timeout=60)
