@@ -116,9 +116,7 @@ def _first_batch_s(make: Any) -> float:
         iterator = iter(loader)
         next(iterator)
         took = time.perf_counter() - started
-        if hasattr(loader, "close"):
-            iterator.close()  # the traced loader's generator: shuts its workers down
-        else:
+        if not hasattr(loader, "close"):  # a plain loader; closing a traced one stops its iterators
             shut_down(iterator)
         del iterator
         return took
@@ -154,6 +152,51 @@ def startup_overhead(method: str, reps: int) -> dict[str, Any]:
         "ratio_range": [ratios[0], ratios[-1]],
         "plain_s": statistics.median(p for p, _ in pairs),
         "traced_s": statistics.median(t for _, t in pairs),
+    }
+
+
+def at_scale(size: int, reps: int) -> dict[str, Any]:
+    """A whole traced run (construct, iterate, close) over a plain one, on ``size`` one-int items
+    (batches of 64, 2 workers, fork where there is fork): throughput traced / plain, the time
+    closing takes as a share of the loop, and the bytes the trace holds per event."""
+    data: Any = list(range(size))  # a list is a map-style dataset to DataLoader
+    settings: dict[str, Any] = {"batch_size": 64, "num_workers": 2, "multiprocessing_context": METHODS[0]}
+
+    def plain() -> float:
+        started = time.perf_counter()
+        for _ in DataLoader(data, **settings):
+            pass
+        return time.perf_counter() - started
+
+    def traced() -> tuple[float, float, float]:
+        started = time.perf_counter()
+        loader = trace_loader(data, **settings)
+        for _ in loader:
+            pass
+        looped = time.perf_counter()
+        trace = loader.close()
+        closed = time.perf_counter()
+        return (
+            closed - started,
+            (closed - looped) / (looped - started),
+            trace.events.nbytes / len(trace.events),
+        )
+
+    pairs = []
+    for rep in range(reps):
+        gc.collect()
+        if rep % 2:
+            t, p = traced(), plain()
+        else:
+            p, t = plain(), traced()
+        pairs.append((p, t))
+    ratios = sorted(p / t[0] for p, t in pairs)
+    return {
+        "items": size,
+        "ratio": statistics.median(ratios),
+        "ratio_range": [ratios[0], ratios[-1]],
+        "close_share": statistics.median(t[1] for _, t in pairs),
+        "bytes_per_event": statistics.median(t[2] for _, t in pairs),
     }
 
 
@@ -313,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     results["startup_overhead"] = {
         m: startup_overhead(m, 2 if args.quick else 9) for m in ("spawn", "forkserver") if m in METHODS
     }
+    results["at_scale"] = {
+        "end_to_end": at_scale(5_000 if args.quick else 100_000, reps),
+        "close": at_scale(5_000 if args.quick else 1_000_000, 1 if args.quick else 3),
+    }
     results["item_cost"] = item_cost(2_000 if args.quick else 50_000, reps)
     results["redraw"] = {
         m: redraw(m, 1 if args.quick else 6, 0.01 if args.quick else 0.1)
@@ -339,6 +386,20 @@ def table(results: dict[str, Any]) -> str:
             f"{'tracer: traced/plain time to first batch, ' + method:<48} {r['ratio']:>10.3f}   <= 1.05"
         )
         lines.append(f"{'  pairs ranged from':<48} {r['ratio_range'][0]:>10.3f} to {r['ratio_range'][1]:.3f}")
+    scale = results["at_scale"]
+    e2e, close = scale["end_to_end"], scale["close"]
+    lines.append(
+        f"{'tracer at scale: traced/plain, construct to close, ' + format(e2e['items'], ','):<48} "
+        f"{e2e['ratio']:>10.3f}   >= 0.95"
+    )
+    lines.append(f"{'  pairs ranged from':<48} {e2e['ratio_range'][0]:>10.3f} to {e2e['ratio_range'][1]:.3f}")
+    lines.append(
+        f"{'tracer at scale: close / loop time, ' + format(close['items'], ','):<48} "
+        f"{close['close_share']:>10.3f}   <= 0.05"
+    )
+    lines.append(
+        f"{'tracer at scale: bytes per event in the trace':<48} {close['bytes_per_event']:>10.1f}   <= 64"
+    )
     c = results["item_cost"]
     lines.append(
         f"{'tracer: µs per item, untraced / traced':<48} {c['untraced_us']:>10.2f} / {c['traced_us']:.2f}"
