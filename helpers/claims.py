@@ -70,6 +70,11 @@ class Verdict:
     reason_holds: bool | None = None
 
     @property
+    def measured(self) -> bool:
+        """False where this machine could not run the experiment (say, no GPU)."""
+        return self.outcome is not Outcome.NOT_MEASURED
+
+    @property
     def reason(self) -> str:
         """The second part of the verdict, in words ("" where it is not judged)."""
         if self.reason_holds is None or self.outcome is Outcome.NOT_MEASURED:
