@@ -143,7 +143,7 @@ def measure(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        start_method=start_method,
+        start_method=start_method if num_workers else None,  # PyTorch refuses one without workers
         prefetch_factor=prefetch_factor,
         persistent_workers=num_workers > 0,
     ) as loader:
