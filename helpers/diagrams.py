@@ -120,6 +120,13 @@ def plot_pipeline() -> Figure:
     ax.set_ylim(0, 9.2)
     ax.axis("off")
 
+    _draw_bands_and_boxes(ax)
+    _draw_arrows(ax)
+    return fig
+
+
+def _draw_bands_and_boxes(ax: Axes) -> None:
+    """The two process bands of :func:`plot_pipeline` and its boxes."""
     _band(ax, 5.3, 9.1, "main process (your kernel or script)", "main")
     _band(ax, 0.1, 4.7, "worker processes\n(started by iter(loader))", "worker", x=14.0)
 
@@ -139,6 +146,9 @@ def plot_pipeline() -> Figure:
     _box(ax, (12.3, 7.0), (3.0, 1.35), "pin-memory\nthread\n(pin_memory=True)", "optional", dashed=True)
     _box(ax, (15.9, 7.0), (3.2, 1.35), "your loop\nfor batch in loader:", "main")
 
+
+def _draw_arrows(ax: Axes) -> None:
+    """The arrows (and the round-robin note) of :func:`plot_pipeline`."""
     _arrow(ax, (2.6, 6.3), (3.0, 3.85))
     _arrow(ax, (0.9, 6.3), (1.6, 1.3))
     ax.text(2.0, 5.0, "round-robin", ha="center", va="center", fontsize=_FONT - 2, style="italic")
@@ -158,4 +168,3 @@ def plot_pipeline() -> Figure:
         dashed=True,
         where=(8.9, 8.75),
     )
-    return fig

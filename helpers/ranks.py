@@ -172,37 +172,11 @@ def rank_main(rank: int, job: RankJob) -> None:
         timeout=timedelta(seconds=120),
     )
     try:
-        barriers = []  # (entered, left) on this rank's clock: to align the ranks' traces later
-        for _ in range(job.barriers):
-            entered = perf_counter_ns()
-            dist.barrier()
-            barriers.append((entered, perf_counter_ns()))
-
+        barriers = _time_barriers(job.barriers)
         # Every rank shuffles with the same seed; the rank and world size come from dist.
         sampler: DistributedSampler[int] = DistributedSampler(job.dataset, shuffle=True, seed=job.seed)
-        traces, received, origins = [], [], []
-        for epoch in range(job.epochs):
-            sampler.set_epoch(epoch)  # without it, every epoch repeats the same shuffle
-            mine = list(sampler)
-            got: list[int] = []
-            with trace_loader(
-                RankShare(job.dataset, mine),
-                batch_size=job.batch_size,
-                num_workers=job.num_workers,
-                start_method=job.start_method,
-            ) as loader:
-                origins.append(perf_counter_ns())  # just before iter(): the trace's t = 0
-                for batch in loader:
-                    got += batch.reshape(len(batch), -1)[:, 0].int().tolist()
-            traces.append(with_dataset_indices(loader.trace, mine))
-            received.append(tuple(got))
-
-        # The order of a few epochs, with set_epoch and from a sampler never given the epoch.
-        never_told: DistributedSampler[int] = DistributedSampler(job.dataset, shuffle=True, seed=job.seed)
-        told = []
-        for epoch in range(job.shuffles):
-            sampler.set_epoch(epoch)
-            told.append(tuple(sampler))
+        traces, received, origins = _load_epochs(job, sampler)
+        told, without_set_epoch = _sampler_orders(job, sampler)
         run = RankRun(
             rank=rank,
             world_size=job.world_size,
@@ -211,13 +185,63 @@ def rank_main(rank: int, job: RankJob) -> None:
             traces=tuple(traces),
             received=tuple(received),
             indices=tuple(told),
-            without_set_epoch=tuple(tuple(never_told) for _ in range(job.shuffles)),
+            without_set_epoch=without_set_epoch,
             barriers_ns=tuple(barriers),
             origins_ns=tuple(origins),
         )
         Path(job.folder, f"rank-{rank}.pickle").write_bytes(pickle.dumps(run))
     finally:
         dist.destroy_process_group()
+
+
+def _time_barriers(count: int) -> list[tuple[int, int]]:
+    """Time ``count`` barriers for :func:`rank_main`."""
+    import torch.distributed as dist
+
+    barriers = []  # (entered, left) on this rank's clock: to align the ranks' traces later
+    for _ in range(count):
+        entered = perf_counter_ns()
+        dist.barrier()
+        barriers.append((entered, perf_counter_ns()))
+    return barriers
+
+
+def _load_epochs(
+    job: RankJob, sampler: DistributedSampler[int]
+) -> tuple[list[Trace], list[tuple[int, ...]], list[int]]:
+    """Load ``job.epochs`` epochs of this rank's share, traced, for :func:`rank_main`: each
+    epoch's trace, the items received, and the clock just before its ``iter()``."""
+    traces, received, origins = [], [], []
+    for epoch in range(job.epochs):
+        sampler.set_epoch(epoch)  # without it, every epoch repeats the same shuffle
+        mine = list(sampler)
+        got: list[int] = []
+        with trace_loader(
+            RankShare(job.dataset, mine),
+            batch_size=job.batch_size,
+            num_workers=job.num_workers,
+            start_method=job.start_method,
+        ) as loader:
+            origins.append(perf_counter_ns())  # just before iter(): the trace's t = 0
+            for batch in loader:
+                got += batch.reshape(len(batch), -1)[:, 0].int().tolist()
+        traces.append(with_dataset_indices(loader.trace, mine))
+        received.append(tuple(got))
+    return traces, received, origins
+
+
+def _sampler_orders(
+    job: RankJob, sampler: DistributedSampler[int]
+) -> tuple[list[tuple[int, ...]], tuple[tuple[int, ...], ...]]:
+    """For :func:`rank_main`: the sampler's order for ``job.shuffles`` epochs with ``set_epoch``,
+    and what a sampler never given the epoch yields as many times."""
+    # The order of a few epochs, with set_epoch and from a sampler never given the epoch.
+    never_told: DistributedSampler[int] = DistributedSampler(job.dataset, shuffle=True, seed=job.seed)
+    told = []
+    for epoch in range(job.shuffles):
+        sampler.set_epoch(epoch)
+        told.append(tuple(sampler))
+    return told, tuple(tuple(never_told) for _ in range(job.shuffles))
 
 
 @dataclass(frozen=True)

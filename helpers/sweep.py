@@ -30,6 +30,7 @@ from .experiment import trace_loader
 from .system import cpu_quota
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["Point", "Recommendation", "Sweep", "measure", "plot_sweeps", "recommend", "sweep", "usable_cpus"]
@@ -138,6 +139,21 @@ def measure(
 
     The timed epoch starts when ``iter()`` returns or when its first item starts loading, if
     earlier (``iter()`` hands out the first indices before it returns)."""
+    trace = _warm_then_timed_trace(dataset, num_workers, batch_size, start_method, prefetch_factor)
+    if trace.error is not None:
+        raise trace.error
+    return _point_from_trace(trace, num_workers, len(dataset))  # type: ignore[arg-type]
+
+
+def _warm_then_timed_trace(
+    dataset: Dataset,
+    num_workers: int,
+    batch_size: int,
+    start_method: str | None,
+    prefetch_factor: int | None,
+) -> Trace:
+    """For :func:`measure`: the trace of one loader with persistent workers, warmed up and then
+    run for one full epoch."""
     warm_up = max(num_workers, 1)  # batches: one from each worker, so every worker is up
     with trace_loader(
         dataset,
@@ -152,12 +168,13 @@ def measure(
                 break
         for _ in loader:
             pass
-    trace = loader.trace
-    if trace.error is not None:
-        raise trace.error
+    return loader.trace
+
+
+def _point_from_trace(trace: Trace, num_workers: int, size: int) -> Point:
+    """For :func:`measure`: the :class:`Point` of a warm-then-timed trace of ``size`` items."""
     warm, timed = trace.of(Kind.ITER_CALLED)[:2]
     received = [e for e in trace.of(Kind.BATCH_RECEIVED) if e.start >= timed.start]
-    size = len(dataset)  # type: ignore[arg-type]
     items = trace.of(Kind.ITEM_LOADED)[-size:]  # the timed epoch loads every item, last
     begin = min([timed.end, *(e.start for e in items)])  # a worker may start inside iter()
     first = trace.first(Kind.BATCH_RECEIVED)
@@ -219,6 +236,12 @@ def recommend(sweep: Sweep, tolerance: float = 0.05) -> Recommendation:
     best = max(points, key=lambda p: p.items_per_s)
     floor = (1 - tolerance) * best.items_per_s
     pick = next(p for p in points if p.items_per_s >= floor)
+    words = _recommendation_words(sweep, best, pick, tolerance)
+    return Recommendation(pick.num_workers, pick.items_per_s, best, tolerance, " ".join(words))
+
+
+def _recommendation_words(sweep: Sweep, best: Point, pick: Point, tolerance: float) -> list[str]:
+    """For :func:`recommend`: the sentences of the reason for picking ``pick``."""
     share = pick.items_per_s / best.items_per_s
     words = [f"Fastest measured: num_workers={best.num_workers} at {best.items_per_s:.0f} items/s."]
     if pick is not best:
@@ -226,6 +249,13 @@ def recommend(sweep: Sweep, tolerance: float = 0.05) -> Recommendation:
             f"num_workers={pick.num_workers} reaches {pick.items_per_s:.0f} items/s ({share:.0%} of that), "
             f"within {tolerance:.0%}, with {best.num_workers - pick.num_workers} fewer worker processes."
         )
+    return words + _recommendation_caveats(sweep, best, pick)
+
+
+def _recommendation_caveats(sweep: Sweep, best: Point, pick: Point) -> list[str]:
+    """For :func:`recommend`: why not fewer workers, and what to beware of in the pick."""
+    points = sweep.points
+    words = []
     fewer = [p for p in points if p.num_workers < pick.num_workers]
     if fewer:
         below = fewer[-1]
@@ -249,7 +279,7 @@ def recommend(sweep: Sweep, tolerance: float = 0.05) -> Recommendation:
             f"That is more workers than the {sweep.cpus:g} CPUs this process may use, and PyTorch will "
             f"warn; the measurement says fewer workers were slower here."
         )
-    return Recommendation(pick.num_workers, pick.items_per_s, best, tolerance, " ".join(words))
+    return words
 
 
 def plot_sweeps(
@@ -271,48 +301,60 @@ def plot_sweeps(
         settings = sorted({p.num_workers for s in sweeps.values() for p in s.points})
         for i, (label, s) in enumerate(sweeps.items()):
             color = OKABE_ITO[i % len(OKABE_ITO)]
-            xs = [p.num_workers for p in s.points]
-            ys = [p.items_per_s for p in s.points]
-            ax.plot(
-                xs, ys, marker=markers[i % len(markers)], markersize=11, linewidth=3, color=color, label=label
-            )
-            for x, y in zip(xs, ys, strict=True):
-                ax.annotate(
-                    f"{y:.0f}",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(0, 16),
-                    ha="center",
-                    fontsize=13,
-                    color=color,
-                    fontweight="bold",
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85},
-                )
-            chosen = (recommendations or {}).get(label)
-            if chosen is not None:
-                ax.plot(
-                    chosen.num_workers,
-                    chosen.items_per_s,
-                    marker="o",
-                    markersize=26,
-                    markerfacecolor="none",
-                    markeredgecolor=color,
-                    markeredgewidth=3,
-                    linestyle="none",
-                    label=f"recommended for {label}: {chosen.num_workers}",
-                )
+            _plot_sweep_line(ax, s, label, color, markers[i % len(markers)])
+            _ring_recommended(ax, (recommendations or {}).get(label), label, color)
         cpus = (
             cpus if cpus is not None else next((s.cpus for s in sweeps.values() if s.cpus is not None), None)
         )
-        if cpus is not None:
-            ax.axvline(cpus, color="#000000", linestyle="--", linewidth=2)
-            ax.text(cpus, top * 1.22, f" {cpus:g} CPUs usable", ha="left", va="top", fontsize=14)
-        ax.set_xticks(settings)
-        ax.set_xlim(min(settings) - 0.3, max([*settings, cpus or 0]) + 0.6)
-        ax.set_ylim(0, top * 1.25)
-        ax.set_xlabel("num_workers")
-        ax.set_ylabel("items loaded per second")
-        ax.set_title(title, loc="left")
-        ax.grid(alpha=0.3)
+        _finish_axes(ax, settings, top, cpus, title)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, frameon=False)
     return fig
+
+
+def _plot_sweep_line(ax: Axes, s: Sweep, label: str, color: str, marker: str) -> None:
+    """For :func:`plot_sweeps`: one sweep's line, each point labelled with its items per second."""
+    xs = [p.num_workers for p in s.points]
+    ys = [p.items_per_s for p in s.points]
+    ax.plot(xs, ys, marker=marker, markersize=11, linewidth=3, color=color, label=label)
+    for x, y in zip(xs, ys, strict=True):
+        ax.annotate(
+            f"{y:.0f}",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, 16),
+            ha="center",
+            fontsize=13,
+            color=color,
+            fontweight="bold",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85},
+        )
+
+
+def _ring_recommended(ax: Axes, chosen: Recommendation | None, label: str, color: str) -> None:
+    """For :func:`plot_sweeps`: a large ring on the recommended setting, if there is one."""
+    if chosen is not None:
+        ax.plot(
+            chosen.num_workers,
+            chosen.items_per_s,
+            marker="o",
+            markersize=26,
+            markerfacecolor="none",
+            markeredgecolor=color,
+            markeredgewidth=3,
+            linestyle="none",
+            label=f"recommended for {label}: {chosen.num_workers}",
+        )
+
+
+def _finish_axes(ax: Axes, settings: list[int], top: float, cpus: float | None, title: str) -> None:
+    """For :func:`plot_sweeps`: the CPUs-usable line, ticks, limits, labels, title and grid."""
+    if cpus is not None:
+        ax.axvline(cpus, color="#000000", linestyle="--", linewidth=2)
+        ax.text(cpus, top * 1.22, f" {cpus:g} CPUs usable", ha="left", va="top", fontsize=14)
+    ax.set_xticks(settings)
+    ax.set_xlim(min(settings) - 0.3, max([*settings, cpus or 0]) + 0.6)
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xlabel("num_workers")
+    ax.set_ylabel("items loaded per second")
+    ax.set_title(title, loc="left")
+    ax.grid(alpha=0.3)

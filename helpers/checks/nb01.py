@@ -78,26 +78,9 @@ def example_trace(
     main_pid: int = 100,
 ) -> Trace:
     """A made-up trace with the given counts, for the exercises' examples and tests."""
-    events: list[Event] = [Event(main_pid, -1, Kind.ITER_CALLED, 0.0, 0.01, -1)]
-    events += [
-        Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.001 * i, 0.001 * i, i) for i in range(handed_out_first)
-    ]
-    events += [
-        Event(main_pid, -1, Kind.BATCH_RECEIVED, 0.02 + 0.1 * i, 0.1 + 0.1 * i, i) for i in range(received)
-    ]
-    events += [
-        Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.1 + 0.1 * i, 0.1 + 0.1 * i, i)
-        for i in range(handed_out_first, batches)
-    ]
-    events += [
-        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.ITEM_LOADED, 0.05, 0.09, i)
-        for i in range(items)
-    ]
+    events = _main_events(main_pid, batches, handed_out_first, received)
     built = received if collated is None else collated
-    events += [
-        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.COLLATED, 0.09, 0.095, i)
-        for i in range(built)
-    ]
+    events += _worker_events(num_workers, items, built)
     events.sort(key=lambda e: e.start)
     settings: dict[str, Any] = {
         "num_workers": num_workers,
@@ -110,6 +93,35 @@ def example_trace(
         start_method="fork" if num_workers else None,
         settings=settings,
     )
+
+
+def _main_events(main_pid: int, batches: int, handed_out_first: int, received: int) -> list[Event]:
+    """The main process's events of :func:`example_trace`: iter, batches handed out and received."""
+    events: list[Event] = [Event(main_pid, -1, Kind.ITER_CALLED, 0.0, 0.01, -1)]
+    events += [
+        Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.001 * i, 0.001 * i, i) for i in range(handed_out_first)
+    ]
+    events += [
+        Event(main_pid, -1, Kind.BATCH_RECEIVED, 0.02 + 0.1 * i, 0.1 + 0.1 * i, i) for i in range(received)
+    ]
+    events += [
+        Event(main_pid, -1, Kind.BATCH_REQUESTED, 0.1 + 0.1 * i, 0.1 + 0.1 * i, i)
+        for i in range(handed_out_first, batches)
+    ]
+    return events
+
+
+def _worker_events(num_workers: int, items: int, built: int) -> list[Event]:
+    """The workers' events of :func:`example_trace`: items loaded and batches collated."""
+    events = [
+        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.ITEM_LOADED, 0.05, 0.09, i)
+        for i in range(items)
+    ]
+    events += [
+        Event(200 + i % max(num_workers, 1), i % max(num_workers, 1), Kind.COLLATED, 0.09, 0.095, i)
+        for i in range(built)
+    ]
+    return events
 
 
 def _handed_out(prediction: int | None, trace: Trace) -> Feedback:
