@@ -41,14 +41,3 @@ def test_class_from_a_notebook_is_refused_under_spawn() -> None:
     NotebookDataset = type("NotebookDataset", (SleepDataset,), {"__module__": "__main__"})
     with pytest.raises(ValueError, match="NotebookDataset is defined in this notebook"):
         run_experiment(NotebookDataset(4, delay=0.0), num_workers=1, start_method="spawn")
-
-
-def test_iterable_dataset_is_refused() -> None:
-    from torch.utils.data import IterableDataset
-
-    class Stream(IterableDataset):
-        def __iter__(self):
-            return iter(range(3))
-
-    with pytest.raises(ValueError, match="map-style dataset"):
-        run_experiment(Stream())

@@ -39,7 +39,7 @@ def _same_answers(trace: Trace) -> None:
     built = {e.index for e in events if e.kind == Kind.COLLATED and e.index >= 0}
     assert trace.wasted_batches == sorted(built - received)
     first = next((e for e in events if e.kind == Kind.BATCH_RECEIVED), None)
-    limit = first.end if first else float("inf")
+    limit = first.start if first else float("inf")  # before the loop asked for its first batch
     assert trace.handed_out_before_first_batch == sum(
         1 for e in events if e.kind == Kind.BATCH_REQUESTED and e.start < limit
     )
