@@ -131,6 +131,7 @@ _CHUNK_RECORDS = 4096
 _CHUNK_BYTES = _CHUNK_RECORDS * _RECORD.size
 _WORDS = _RECORD.size // 8  #: a record as 64-bit words: start, end, index, pid + worker id, kind
 _KIND_WORD = 4
+_UNSET = -1  #: the start of an item whose start is the previous item's end
 assert _DTYPE.itemsize == _RECORD.size == 40
 
 
@@ -172,10 +173,10 @@ class _Writer:
 
         This is the tracer's hot loop. The batch's records are laid out before loading (index,
         pid, worker id, kind; with no end time yet, so :meth:`EventLog.read` skips them), and each
-        item then costs one clock read and two stores into shared memory: its start (the previous
-        item's end) and its end. A record is complete the moment its item is loaded, so a worker
-        killed mid-batch keeps the records of the items it finished. An index that is no integer
-        (a key, a list for a bulk load) is recorded as -1."""
+        item then costs one clock read and one store into shared memory: its end. Its start is the
+        previous item's end, filled in when the log is read (``_UNSET``). A record is complete the
+        moment its item is loaded, so a worker killed mid-batch keeps the records of the items it
+        finished. An index that is no integer (a key, a list for a bulk load) is recorded as -1."""
         n = len(indices)
         if n > _CHUNK_RECORDS:
             return [
@@ -183,21 +184,20 @@ class _Writer:
                 for start in range(0, n, _CHUNK_RECORDS)
                 for item in self.load_items(load, indices[start : start + _CHUNK_RECORDS])
             ]
-        words, word = self._lay_out(Kind.ITEM_LOADED, indices)
+        words, word = self._lay_out(Kind.ITEM_LOADED, indices, start=_UNSET)
         clock = perf_counter_ns
         items: list[Any] = []
         append = items.append
-        start = clock()
+        words[word] = clock()  # the first item's start; word + 1 is its end
+        word += 1
         for index in indices:
             try:
                 item = load(index)
             except BaseException:
-                words[word + _KIND_WORD] = Kind.ITEM_FAILED
-                words[word] = start
-                words[word + 1] = clock()
+                words[word + _KIND_WORD - 1] = Kind.ITEM_FAILED
+                words[word] = clock()
                 raise
-            words[word] = start
-            start = words[word + 1] = clock()
+            words[word] = clock()
             word += _WORDS
             append(item)
         return items
@@ -213,8 +213,9 @@ class _Writer:
             words[word], words[word + 1] = start, end
             word += _WORDS
 
-    def _lay_out(self, kind: Kind, indices: Sequence[Any]) -> tuple[memoryview, int]:
-        """Reserve records of ``kind`` for ``indices``; return the chunk's words and the first."""
+    def _lay_out(self, kind: Kind, indices: Sequence[Any], start: int = 0) -> tuple[memoryview, int]:
+        """Reserve records of ``kind`` for ``indices`` (with ``start`` as their start); return the
+        chunk's words and the first."""
         n = len(indices)
         if self._offset + n * _RECORD.size > _CHUNK_BYTES:
             self._next_chunk()
@@ -225,6 +226,8 @@ class _Writer:
         except (TypeError, ValueError, OverflowError):
             records["index"] = -1
         records["kind"] = kind
+        if start:
+            records["start"] = start
         self._offset += n * _RECORD.size
         return self._words, first * _WORDS  # type: ignore[return-value]
 
@@ -342,6 +345,8 @@ class EventLog:
                 filled += file.readinto(into[filled:]) or 0
         words = words[: filled // _RECORD.size]
         finished = np.flatnonzero(words[:, 1])  # an end time: written, not just laid out
+        unset = finished[words[finished, 0] == _UNSET]
+        words[unset, 0] = words[unset - 1, 1]  # an item starts when the one before it (in its batch) ended
         return words, finished[np.argsort(words[finished, 0], kind="stable")]
 
     def close(self) -> None:

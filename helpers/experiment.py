@@ -15,6 +15,7 @@ import inspect
 import multiprocessing
 import os
 import pickle
+import reprlib
 import sys
 import traceback
 import types
@@ -247,6 +248,10 @@ def _traced_copy(loader: DataLoader, log: EventLog, context: Any) -> DataLoader:
     return DataLoader(TracedDataset(loader.dataset, log), batch_size=None, sampler=numbered, **common)
 
 
+_REPR = reprlib.Repr()  # a dataset that is a list of a million items is shown by its first few
+_REPR.maxother = _REPR.maxstring = 200
+
+
 def _name(part: object) -> str:
     return getattr(part, "__qualname__", None) or type(part).__qualname__
 
@@ -255,7 +260,7 @@ def _settings(loader: DataLoader, method: str | None) -> dict[str, Any]:
     """``loader``'s settings, as the trace reports them."""
     sampler: Any = loader.sampler
     return {
-        "dataset": repr(loader.dataset),
+        "dataset": _REPR.repr(loader.dataset),
         "batch_size": loader.batch_size,
         "shuffle": isinstance(sampler, RandomSampler),
         "sampler": _name(sampler),

@@ -105,3 +105,26 @@ def test_events_given_one_by_one_become_columns() -> None:
     with pytest.raises(IndexError):
         columns[2]
     assert Trace(events, main_pid=1).events.kind.dtype == np.int8
+
+
+def test_each_item_starts_when_the_one_before_it_ended() -> None:
+    def load(i: int) -> int:
+        if i == 3:
+            raise ValueError("corrupt")
+        return i
+
+    log = EventLog()
+    try:
+        writer = log.writer()
+        writer.load_items(load, [0, 1, 2])
+        with pytest.raises(ValueError):
+            writer.load_items(load, [2, 3, 4])  # 4 is never loaded: it is not recorded
+        records = log.read()
+    finally:
+        log.close()
+    assert records["index"].tolist() == [0, 1, 2, 2, 3]
+    assert records["kind"].tolist() == [Kind.ITEM_LOADED] * 4 + [Kind.ITEM_FAILED]
+    first, second = records[:3], records[3:]
+    for batch in (first, second):
+        assert (batch["start"][1:] == batch["end"][:-1]).all() and (batch["start"] > 0).all()
+        assert (batch["start"] <= batch["end"]).all()
