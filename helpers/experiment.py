@@ -422,15 +422,16 @@ class TracedLoader:
                     self._shut_down(persistent)
                     forget_iterator(self.dataloader)
                 leftovers = wait_until_gone(self.worker_processes(), SHUTDOWN_WAIT_S)
+                events, by_batch = self._log.read_events()
                 self._trace = Trace(
-                    self._log.read_events(),
+                    events,
                     main_pid=os.getpid(),
                     start_method=self.start_method,
                     settings=self.settings,
                     processes_after_construction=self._after_construction,
                     leftover_processes=leftovers,
                     error=self._error,
-                    notes=self._notes,
+                    notes=self._notes + _by_batch_note(by_batch),
                 )
             finally:
                 self._log.close()
@@ -456,6 +457,16 @@ class TracedLoader:
     def __del__(self) -> None:
         if getattr(self, "_trace", None) is None and hasattr(self, "_log"):
             self._log.close()  # never closed: at least remove the event files
+
+
+def _by_batch_note(items: int) -> tuple[str, ...]:
+    if not items:
+        return ()
+    note = (
+        f"{items} items loaded in under 5 µs each on average were timed a batch at a time: each has "
+        f"an even share of its batch's time"
+    )
+    return (note,)
 
 
 def _ancestors(pid: int) -> set[int]:
