@@ -17,6 +17,7 @@ import os
 import shutil
 import struct
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,16 +335,27 @@ def _spread_batches(words: np.ndarray) -> int:
     return int(counts.sum())
 
 
+def _remove_directory(path: str, owner: int) -> None:
+    """Delete the log directory ``path``, unless this is a process forked from its ``owner``."""
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class EventLog:
     """A directory of per-process event files, shared by a main process and its workers.
 
     It pickles as its path, so it travels to ``spawn`` and ``forkserver`` workers inside the
-    traced dataset; a ``fork`` child notices it has a new PID and opens files of its own.
+    traced dataset; a ``fork`` child notices it has a new PID and opens files of its own. The
+    process that made it deletes the directory when it is closed, or at the latest when Python
+    exits.
     """
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="dataloader-trace-", dir=_memory_backed_dir())
         self._writer: _Writer | None = None
+        self._remove: weakref.finalize[Any, EventLog] | None = weakref.finalize(
+            self, _remove_directory, self.directory, os.getpid()
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": self.directory}
@@ -351,6 +363,7 @@ class EventLog:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.directory = state["directory"]
         self._writer = None
+        self._remove = None  # the directory is the main process's to delete
 
     def writer(self, worker_id: int | None = None) -> _Writer:
         """The writer for the calling process (hot paths fetch it once per batch). ``worker_id``
@@ -410,11 +423,12 @@ class EventLog:
         return words, finished[np.argsort(words[finished, 0], kind="stable")], by_batch
 
     def close(self) -> None:
-        """Close this process's files and delete the directory."""
+        """Close this process's files and, in the process that made the log, delete the directory."""
         if self._writer is not None and self._writer.pid == os.getpid():
             self._writer.close()
         self._writer = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self._remove is not None:
+            self._remove()
 
 
 _KINDS = {int(kind): kind for kind in Kind}

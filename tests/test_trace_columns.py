@@ -4,6 +4,7 @@ every question the notebooks ask of it as the same events held one by one would.
 import os
 import signal
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,7 +165,8 @@ def test_items_too_fast_to_time_one_by_one_are_timed_a_batch_at_a_time(
 
 
 def test_a_trace_says_when_items_were_timed_a_batch_at_a_time() -> None:
-    with trace_loader(list(range(640)), batch_size=64, num_workers=2, start_method="fork") as loader:
+    dataset: Any = list(range(640))
+    with trace_loader(dataset, batch_size=64, num_workers=2, start_method="fork") as loader:
         received = [batch.tolist() for batch in loader]
     trace = loader.trace
     assert [item for batch in received for item in batch] == list(range(640))
