@@ -1,13 +1,17 @@
 """A trace keeps its events as columns (NumPy arrays, a few dozen bytes an event) and answers
 every question the notebooks ask of it as the same events held one by one would."""
 
+import os
+import signal
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 import pytest
 from test_transparency import CorruptItems, WorkerSpecificIterableDataset
 
-from helpers import Event, Kind, SleepDataset, Trace, run_experiment
+import helpers.events
+from helpers import Event, Kind, SleepDataset, Trace, run_experiment, trace_loader
 from helpers.events import EventLog, Events
 
 
@@ -74,7 +78,7 @@ def test_a_large_trace_costs_a_few_dozen_bytes_an_event() -> None:
         writer.load_items(lambda i: i, list(range(100_000)))
         now = perf_counter_ns()
         writer.record(Kind.ITER_CALLED, now, now + 1)
-        trace = Trace(log.read_events(), main_pid=writer.pid, start_method=None)
+        trace = Trace(log.read_events()[0], main_pid=writer.pid, start_method=None)
     finally:
         log.close()
     assert len(trace.events) == 100_001 and trace.count(Kind.ITEM_LOADED) == 100_000
@@ -105,3 +109,69 @@ def test_events_given_one_by_one_become_columns() -> None:
     with pytest.raises(IndexError):
         columns[2]
     assert Trace(events, main_pid=1).events.kind.dtype == np.int8
+
+
+def test_each_item_starts_when_the_one_before_it_ended() -> None:
+    def load(i: int) -> int:
+        if i == 3:
+            raise ValueError("corrupt")
+        return i
+
+    log = EventLog()
+    try:
+        writer = log.writer()
+        writer.load_items(load, [0, 1, 2])
+        with pytest.raises(ValueError):
+            writer.load_items(load, [2, 3, 4])  # 4 is never loaded: it is not recorded
+        records = log.read()
+    finally:
+        log.close()
+    assert records["index"].tolist() == [0, 1, 2, 2, 3]
+    assert records["kind"].tolist() == [Kind.ITEM_LOADED] * 4 + [Kind.ITEM_FAILED]
+    first, second = records[:3], records[3:]
+    for batch in (first, second):
+        assert (batch["start"][1:] == batch["end"][:-1]).all() and (batch["start"] > 0).all()
+        assert (batch["start"] <= batch["end"]).all()
+
+
+def test_items_too_fast_to_time_one_by_one_are_timed_a_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = EventLog()
+    try:
+        writer = log.writer()
+        monkeypatch.setattr(helpers.events, "_BY_BATCH_BELOW_NS", 10**12)  # every batch is fast
+        writer.load_items(int, [0, 1, 2, 3])  # timed item by item, found fast, so...
+        writer.load_items(int, [4, 5, 6, 7])  # ...this batch is timed as a whole
+        monkeypatch.setattr(helpers.events, "_BY_BATCH_BELOW_NS", 0)  # every batch is slow
+        writer.load_items(int, [8, 9])  # as a whole (the batch before was fast), found slow, so...
+        writer.load_items(int, [10, 11])  # ...item by item again
+        events, by_batch = log.read_events()
+        monkeypatch.setattr(helpers.events, "_BY_BATCH_BELOW_NS", 10**12)
+        pid = os.fork()
+        if pid == 0:  # a child killed in the middle of a batch timed as a whole leaves none of it
+            writer = log.writer()
+            writer.load_items(int, [0, 1])
+            writer.load_items(lambda i: os.kill(os.getpid(), signal.SIGKILL) if i == 3 else i, [2, 3, 4])
+        os.waitpid(pid, 0)
+        child = [e.index for e in Trace(log.read_events()[0]).events if e.pid == pid]
+    finally:
+        log.close()
+    assert by_batch == 6 and child == [0, 1]  # items 4 to 9; the child's 0 and 1 were timed one by one
+    assert events.index.tolist() == list(range(12))
+    assert (events.start[1:] >= events.end[:-1] - 1e-9).all() and (events.end > events.start - 1e-9).all()
+    spread = events.end[4:8] - events.start[4:8]
+    assert np.allclose(spread, spread.mean(), atol=2e-9)  # an even share each, to the nanosecond
+
+
+def test_a_trace_says_when_items_were_timed_a_batch_at_a_time() -> None:
+    dataset: Any = list(range(640))
+    with trace_loader(dataset, batch_size=64, num_workers=2, start_method="fork") as loader:
+        received = [batch.tolist() for batch in loader]
+    trace = loader.trace
+    assert [item for batch in received for item in batch] == list(range(640))
+    assert sorted(e.index for e in trace.of(Kind.ITEM_LOADED)) == list(range(640))
+    assert [sorted(items) for _, _, _, items in sorted(trace.batches())] == [
+        list(range(i, i + 64)) for i in range(0, 640, 64)
+    ]
+    assert any("timed a batch at a time" in note for note in trace.notes)
