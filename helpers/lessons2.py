@@ -182,8 +182,10 @@ class ControlPanel:
                 " new run is drawn here.</i>"
             )
         else:
-            self.image.value = self._png(figure)
+            chart = self._png(figure)
+            # Status first: a reader who sees the new chart finds the status that describes it.
             self.status.value = html.escape(self._describe(trace))
+            self.image.value = chart
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until no change is waiting or running (at most ``timeout`` s); True if idle."""
