@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .datasets import ArrayDataset, SleepDataset, stack_collate
     from .events import Event, Kind, Trace, WaitEnd
     from .experiment import TracedLoader, check_settings, run_experiment, trace, trace_loader
+    from .export import write_chrome_trace
     from .plotting import plot_swimlanes
     from .system import descendants, machine_info
     from .widgets import SwimlanePanel
@@ -32,6 +33,7 @@ _WHERE = {
     "run_experiment": "experiment",
     "trace": "experiment",
     "trace_loader": "experiment",
+    "write_chrome_trace": "export",
     "plot_swimlanes": "plotting",
     "descendants": "system",
     "machine_info": "system",
@@ -51,6 +53,7 @@ __all__ = [  # noqa: RUF022 (the order of _WHERE: by module)
     "run_experiment",
     "trace",
     "trace_loader",
+    "write_chrome_trace",
     "plot_swimlanes",
     "descendants",
     "machine_info",
