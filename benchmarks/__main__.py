@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
@@ -39,6 +40,22 @@ from .workloads import SmallTensors
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 warnings.filterwarnings("ignore", message="This DataLoader will create")
+
+
+def interleaved_pairs(
+    plain: Callable[[], Any], traced: Callable[[], Any], reps: int
+) -> list[tuple[Any, Any]]:
+    """``reps`` pairs of (plain result, traced result), the two run back to back in alternating order
+    so that a drift in the machine's load falls on both sides alike."""
+    pairs = []
+    for rep in range(reps):
+        gc.collect()
+        if rep % 2:
+            t, p = traced(), plain()
+        else:
+            p, t = plain(), traced()
+        pairs.append((p, t))
+    return pairs
 
 
 def _epoch(loader: Any) -> tuple[float, float]:
@@ -65,7 +82,7 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
     dataset = SmallTensors(size)
     settings: dict[str, Any] = {"batch_size": 64, "num_workers": 2, "persistent_workers": True}
     me = os.getpid()
-    pairs, build = [], []
+    build: list[float] = []
 
     def measure(loader: Any, workers: Any) -> tuple[float, float]:
         _epoch(loader)
@@ -88,13 +105,7 @@ def tracer_overhead(method: str, size: int, reps: int, epochs: int = 3) -> dict[
         build.append(time.perf_counter() - started)
         return result
 
-    for rep in range(reps):
-        gc.collect()
-        if rep % 2:
-            t, p = traced(), plain()
-        else:
-            p, t = plain(), traced()
-        pairs.append((p, t))
+    pairs = interleaved_pairs(plain, traced, reps)
     ratios = sorted(p[0] / t[0] for p, t in pairs)
     return {
         "items": size,
@@ -139,13 +150,7 @@ def startup_overhead(method: str, reps: int) -> dict[str, Any]:
         return _first_batch_s(lambda: trace_loader(dataset, start_method=method, **settings))
 
     plain()  # warm-up: the fork server, the resource tracker, the page cache
-    pairs = []
-    for rep in range(reps):
-        if rep % 2:
-            t, p = traced(), plain()
-        else:
-            p, t = plain(), traced()
-        pairs.append((p, t))
+    pairs = interleaved_pairs(plain, traced, reps)
     ratios = sorted(t / p for p, t in pairs)
     return {
         "ratio": statistics.median(ratios),
@@ -182,14 +187,7 @@ def at_scale(size: int, reps: int) -> dict[str, Any]:
             trace.events.nbytes / len(trace.events),
         )
 
-    pairs = []
-    for rep in range(reps):
-        gc.collect()
-        if rep % 2:
-            t, p = traced(), plain()
-        else:
-            p, t = plain(), traced()
-        pairs.append((p, t))
+    pairs = interleaved_pairs(plain, traced, reps)
     ratios = sorted(p / t[0] for p, t in pairs)
     return {
         "items": size,
